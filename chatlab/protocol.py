@@ -1,0 +1,253 @@
+"""The chatlab wire protocol: names, text, messages and the two wire modes.
+
+``docs/protocol.md`` is the specification; this module is its executable
+form.  Like ``framing``, it never touches a socket.
+
+One TCP port serves two kinds of client.  The server speaks first, with a
+one-line banner.  The client's first byte then picks the mode for the rest
+of the connection:
+
+* ``0x00`` -- **frames** mode: length-prefixed frames, each one UTF-8 JSON
+  object.  The 0x00 is simply the first byte of the first frame's 4-byte
+  length header, which always starts with 0x00 because frames are small.
+* anything else -- **lines** mode: a person typing into ``nc`` or ``telnet``.
+  The first line is their name; later lines are chat, or ``/`` commands.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+
+from .framing import FrameDecoder, LineDecoder, encode_frame
+from .limits import Limits
+
+PROTOCOL_VERSION = 1
+BANNER = (
+    f"chatlab/{PROTOCOL_VERSION} Welcome! Type your name and press Enter."
+    " (chatlab clients: send frames)\n"
+).encode()
+
+FRAMES = "frames"
+LINES = "lines"
+
+# Error codes (the "code" field of an error message).
+NAME_TAKEN = "name_taken"  # someone registered that name (ignoring case) first
+BAD_NAME = "bad_name"  # not 1-32 letters, digits, "_", "-" or "."
+NOT_REGISTERED = "not_registered"  # chat before hello
+ALREADY_REGISTERED = "already_registered"  # a second hello
+BAD_FRAME = "bad_frame"  # not UTF-8, not JSON, not an object, fields missing or mistyped
+TOO_LARGE = "too_large"  # a frame, line or text over its limit
+UNKNOWN_TYPE = "unknown_type"  # a message type (or / command) the server does not know
+BAD_TEXT = "bad_text"  # a message with no text left to show
+
+# Fields each client message must carry, and their JSON types.  Extra fields
+# are allowed (and ignored), so that newer clients can talk to older servers.
+CLIENT_MESSAGES: dict[str, dict[str, type]] = {
+    "hello": {"name": str},
+    "say": {"text": str},
+    "ping": {},  # "id" is optional and may be any JSON value; it is echoed in the pong
+    "who": {},
+    "bye": {},
+}
+
+
+class ProtocolError(Exception):
+    """A message the server must refuse, with the error code to answer."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------- names
+
+NAME_PUNCTUATION = frozenset("_-.")
+
+
+def normalise_name(name: str) -> str:
+    """The form a name is shown in: Unicode NFKC.
+
+    NFKC folds "compatibility" look-alikes into one form -- fullwidth
+    ``ｂｏｂ`` becomes ``bob``, the ligature ``ﬁ`` becomes ``fi`` -- so they
+    cannot pose as each other.
+    """
+    return unicodedata.normalize("NFKC", name)
+
+
+def name_key(name: str) -> str:
+    """What makes two names "the same": NFKC, then case folding (``Bob`` = ``BOB``)."""
+    return unicodedata.normalize("NFKC", normalise_name(name).casefold())
+
+
+def check_name(name: str, max_length: int = 32) -> str | None:
+    """Why ``name`` (already normalised) is not allowed, or None if it is fine."""
+    if not name:
+        return "a name needs at least one character"
+    if len(name) > max_length:
+        return f"a name has at most {max_length} characters"
+    for ch in name:
+        if not (ch.isalnum() or ch in NAME_PUNCTUATION):
+            return (
+                f"a name may use only letters, digits, '_', '-' and '.', not {ch!r}"
+            )
+    return None
+
+
+# ---------------------------------------------------------------------- text
+
+# Characters that must never reach another person's terminal as they are.
+# C0 and C1 control characters can move the cursor, clear the screen or, via
+# escape sequences (ESC [ ... = CSI, ESC ] ... = OSC), retitle the window or
+# fake a message from someone else.  They are made visible in caret notation
+# (ESC becomes "^[", so "\x1b[2J" arrives as the harmless text "^[[2J").
+# Bidirectional overrides and zero-width characters can make text read
+# differently from what it is, so they are removed.
+_INVISIBLE = "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e" \
+    "\u2060\u2066\u2067\u2068\u2069\ufeff"
+_CLEAN_TABLE: dict[int, str | None] = {c: "^" + chr(c ^ 0x40) for c in range(0x20)}
+_CLEAN_TABLE[0x09] = " "  # a tab is only white space
+_CLEAN_TABLE[0x7F] = "^?"
+_CLEAN_TABLE.update({c: f"<U+{c:04X}>" for c in range(0x80, 0xA0)})
+_CLEAN_TABLE.update({0x2028: " ", 0x2029: " "})  # line and paragraph separators
+_CLEAN_TABLE.update({ord(c): None for c in _INVISIBLE})
+
+
+def clean_text(text: str) -> str:
+    """``text`` made safe to show on a terminal: controls visible, invisibles gone."""
+    return text.translate(_CLEAN_TABLE)
+
+
+# ------------------------------------------------------------------ messages
+
+
+def decode_message(payload: bytes) -> dict[str, Any]:
+    """Parse and check one frame's payload: a UTF-8 JSON object with a known type."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(BAD_FRAME, f"frame is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        msg = json.loads(text)
+    except RecursionError:
+        raise ProtocolError(BAD_FRAME, "frame is not JSON: nested too deeply")
+    except ValueError as exc:
+        raise ProtocolError(BAD_FRAME, f"frame is not JSON: {exc}")
+    if not isinstance(msg, dict):
+        raise ProtocolError(BAD_FRAME, f"frame must be a JSON object, not {type(msg).__name__}")
+    kind = msg.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_FRAME, 'frame needs a "type" field holding a string')
+    fields = CLIENT_MESSAGES.get(kind)
+    if fields is None:
+        known = ", ".join(CLIENT_MESSAGES)
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}; known types: {known}")
+    for field, wanted in fields.items():
+        if not isinstance(msg.get(field), wanted):
+            raise ProtocolError(BAD_FRAME, f'"{kind}" needs a "{field}" field holding a string')
+    return msg
+
+
+def encode_message(msg: dict[str, Any]) -> bytes:
+    """One server message as a frame: compact UTF-8 JSON behind its length."""
+    return encode_frame(json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+# ---------------------------------------------------------------- lines mode
+
+LINE_COMMANDS = {"/quit": "bye", "/who": "who", "/ping": "ping"}
+
+
+def parse_line(line: bytes, registered: bool) -> dict[str, Any] | None:
+    """Turn one typed line into the message a frames client would have sent.
+
+    Both modes then share every rule in the chat core.  Returns None for a
+    blank line, which is ignored.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(BAD_FRAME, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    if not registered:
+        return {"type": "hello", "name": text.strip()}
+    if not text.strip():
+        return None
+    if text.startswith("/") and not text.startswith("//"):
+        command = text.split()[0].lower()
+        if command not in LINE_COMMANDS:
+            raise ProtocolError(UNKNOWN_TYPE, f"unknown command {command[:40]}; try /who or /quit")
+        return {"type": LINE_COMMANDS[command]}
+    if text.startswith("//"):
+        text = text[1:]  # "//path" sends the text "/path"
+    return {"type": "say", "text": text}
+
+
+def render_line(msg: dict[str, Any]) -> str:
+    """How a server message reads to a person in lines mode."""
+    kind = msg["type"]
+    if kind == "message":
+        return f"<{msg['from']}> {msg['text']}"
+    if kind == "joined":
+        return f"* {msg['name']} joined"
+    if kind == "left":
+        return f"* {msg['name']} left ({msg['reason']})"
+    if kind == "welcome":
+        return (
+            f"* Welcome, {msg['name']}! Online: {', '.join(msg['users'])}."
+            " Type a message and press Enter; /who lists users, /quit leaves."
+        )
+    if kind == "users":
+        return f"* Online: {', '.join(msg['users'])}"
+    if kind == "pong":
+        return "* pong"
+    if kind == "error":
+        return f"! {msg['message']} ({msg['code']})"
+    if kind == "closing":
+        return f"* Server closing the connection: {msg['message']}"
+    return f"* {json.dumps(msg, ensure_ascii=False)}"
+
+
+def encode_for(mode: str | None, msg: dict[str, Any]) -> bytes:
+    """A server message in the given wire mode."""
+    if mode == FRAMES:
+        return encode_message(msg)
+    return (render_line(msg) + "\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------- one wire
+
+
+class Wire:
+    """One connection's framing, chosen by the first byte the client sends."""
+
+    def __init__(self, limits: Limits = Limits()):
+        self.limits = limits
+        self.mode: str | None = None  # FRAMES or LINES once the first byte is in
+        self._decoder: FrameDecoder | LineDecoder | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a message that has not arrived completely."""
+        return self._decoder.pending if self._decoder else 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Frame payloads or lines completed by ``data`` (may raise FramingError)."""
+        if self._decoder is None:
+            if not data:
+                return []
+            if data[0] == 0x00:
+                self.mode, self._decoder = FRAMES, FrameDecoder(self.limits.max_frame)
+            else:
+                self.mode, self._decoder = LINES, LineDecoder(self.limits.max_line)
+        return self._decoder.feed(data)
+
+    def parse(self, item: bytes, registered: bool) -> dict[str, Any] | None:
+        """One frame payload or line as a client message (may raise ProtocolError)."""
+        if self.mode == FRAMES:
+            return decode_message(item)
+        return parse_line(item, registered)
+
+    def encode(self, msg: dict[str, Any]) -> bytes:
+        return encode_for(self.mode, msg)
