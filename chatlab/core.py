@@ -145,7 +145,7 @@ class ChatCore:
         for client in list(self.clients.values()):
             self._notify_closing(client, "shutdown", "the server is shutting down", out)
             out.append(Close(client.id, "shutdown"))
-        log.info("shutting down: %d connections closed", len(self.clients))
+            log.info("%s closed (shutdown) after %.1f s", client, now - client.connected_at)
         self.clients.clear()
         self.members.clear()
         self._audience = None

@@ -1,0 +1,261 @@
+"""``ChatClient``: a chatlab client with a send thread and a receive thread.
+
+Why two threads?  A chat client waits for two things at once: what the
+user types and what the server sends.  Each blocking call -- ``recv()`` on
+the socket, ``get()`` on the queue of things to send -- gets a thread of
+its own, so neither can hold up the other.  (The servers show the other
+answers: an event loop, or ``asyncio``.)
+
+Usable from scripts, tests and notebooks::
+
+    with ChatClient("127.0.0.1", 5050, name="ada") as ada:
+        ada.say("hello")
+        print(ada.wait_for("message")["text"])
+
+Events are the server's messages as dicts (see ``docs/protocol.md``), plus
+one the client makes itself when the connection ends:
+``{"type": "disconnected", "reason": ...}``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from .framing import FrameDecoder, FramingError
+from .protocol import encode_message
+from .servers.base import DEFAULT_HOST, DEFAULT_PORT, format_address
+
+BANNER_LIMIT = 4096
+
+
+class ChatConnectionError(ConnectionError):
+    """Could not reach the server; the message says what to check."""
+
+
+class ChatError(Exception):
+    """The server answered with an ``error`` message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{message} ({code})")
+        self.code, self.message = code, message
+
+
+def open_connection(host: str, port: int, timeout: float = 5.0) -> socket.socket:
+    """Connect over TCP, turning the classic failures into advice."""
+    where = format_address((host, port))
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        raise ChatConnectionError(
+            f"could not connect to {where}: connection refused. Nothing is listening there: "
+            "is the server running, and are the address and port the ones it printed?"
+        ) from None
+    except socket.gaierror:
+        raise ChatConnectionError(
+            f"could not find the host {host!r}: check the spelling, or use the server's IP address."
+        ) from None
+    except TimeoutError:
+        raise ChatConnectionError(
+            f"no answer from {where} within {timeout:g} s: check the address, that you are on "
+            "the same network, and that no firewall blocks the port."
+        ) from None
+    except OSError as exc:
+        raise ChatConnectionError(f"could not connect to {where}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class ChatClient:
+    """A frames-mode client.  Give ``name`` to register at once (else call ``register``)."""
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        name: str | None = None,
+        *,
+        timeout: float = 5.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.timeout = timeout
+        self.on_event = on_event  # called on the receive thread, for each event
+        self.name: str | None = None
+        self.users: list[str] = []
+        self.sock = open_connection(host, port, timeout)
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._outgoing: queue.Queue[bytes | None] = queue.Queue()
+        self._ping_ids = itertools.count(1)
+        self._closed = False
+        try:
+            leftover = self._read_banner()
+        except BaseException:
+            self.sock.close()
+            raise
+        # The handshake used a timeout; from now on the receive thread just
+        # waits, for as long as the conversation lasts.
+        self.sock.settimeout(None)
+        self._receiver = threading.Thread(target=self._receive_loop, args=(leftover,), daemon=True,
+                                          name="chatlab-client-receive")
+        self._sender = threading.Thread(target=self._send_loop, daemon=True, name="chatlab-client-send")
+        self._receiver.start()
+        self._sender.start()
+        if name is not None:
+            try:
+                self.register(name)
+            except BaseException:
+                self.close()
+                raise
+
+    # ------------------------------------------------------------ the wire
+
+    def _read_banner(self) -> bytes:
+        """Read the server's one-line greeting; return any bytes that came after it."""
+        data = b""
+        while b"\n" not in data:
+            try:
+                chunk = self.sock.recv(BANNER_LIMIT)
+            except TimeoutError:
+                raise ChatConnectionError("connected, but the server sent no banner: is it a chatlab server?") from None
+            if not chunk:
+                raise ChatConnectionError("the server closed the connection before greeting us")
+            data += chunk
+            if len(data) > BANNER_LIMIT:
+                raise ChatConnectionError("the server's banner is too long: is it a chatlab server?")
+        banner, _, rest = data.partition(b"\n")
+        self.banner = banner.decode("utf-8", "replace")
+        return rest
+
+    def _receive_loop(self, leftover: bytes) -> None:
+        decoder = FrameDecoder()
+        reason = "the server closed the connection"
+        data = leftover
+        try:
+            while True:
+                for payload in decoder.feed(data):
+                    self._deliver(json.loads(payload))
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+        except (OSError, FramingError, ValueError) as exc:
+            reason = f"connection lost: {exc}"
+        if self._closed:
+            reason = "closed by us"
+        self._deliver({"type": "disconnected", "reason": reason})
+        self._outgoing.put(None)  # let the send thread finish too
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "welcome":
+            self.name = event["name"]
+        if event.get("type") in ("welcome", "users"):
+            self.users = list(event["users"])
+        if self.on_event is not None:
+            self.on_event(event)
+        self._events.put(event)
+
+    def _send_loop(self) -> None:
+        try:
+            while (data := self._outgoing.get()) is not None:
+                self.sock.sendall(data)
+        except OSError:
+            pass  # the receive thread reports the lost connection
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Queue one message for the send thread (returns at once)."""
+        self._outgoing.put(encode_message(msg))
+
+    # ---------------------------------------------------------- the protocol
+
+    def register(self, name: str, timeout: float | None = None) -> dict[str, Any]:
+        """Say hello; return the ``welcome``, or raise ChatError (e.g. ``name_taken``)."""
+        self.send({"type": "hello", "name": name})
+        reply = self.wait_for(lambda e: e["type"] in ("welcome", "error"), timeout)
+        if reply["type"] == "error":
+            raise ChatError(reply["code"], reply["message"])
+        return reply
+
+    def say(self, text: str) -> None:
+        self.send({"type": "say", "text": text})
+
+    def who(self) -> None:
+        self.send({"type": "who"})
+
+    def ping(self) -> int:
+        """Send a ping; the ``pong`` with the returned id answers it."""
+        ping_id = next(self._ping_ids)
+        self.send({"type": "ping", "id": ping_id})
+        return ping_id
+
+    def rtt(self, timeout: float | None = None) -> float:
+        """One round trip to the server and back, in seconds."""
+        started = time.perf_counter()
+        ping_id = self.ping()
+        self.wait_for(lambda e: e["type"] == "pong" and e["id"] == ping_id, timeout)
+        return time.perf_counter() - started
+
+    # ---------------------------------------------------------------- events
+
+    def next_event(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next event from the server; TimeoutError if none comes in time."""
+        try:
+            return self._events.get(timeout=self.timeout if timeout is None else timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no event from the server within {timeout or self.timeout:g} s") from None
+
+    def wait_for(self, match: str | Callable[[dict[str, Any]], bool], timeout: float | None = None) -> dict[str, Any]:
+        """Skip events until one matches (a type name, or a test); return it."""
+        test = (lambda e: e["type"] == match) if isinstance(match, str) else match
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no matching event ({match}) from the server in time")
+            event = self.next_event(remaining)
+            if test(event):
+                return event
+            if event["type"] == "disconnected":
+                raise ChatConnectionError(f"disconnected while waiting: {event['reason']}")
+
+    def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Events as they come, ending after ``disconnected`` (or a quiet ``timeout``)."""
+        while True:
+            try:
+                event = self._events.get(timeout=timeout)
+            except queue.Empty:
+                return
+            yield event
+            if event["type"] == "disconnected":
+                return
+
+    # ------------------------------------------------------------- shutdown
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Say bye, let the server close, then release the socket and threads."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._receiver.is_alive():
+            self.send({"type": "bye"})
+            self._outgoing.put(None)
+            self._sender.join(timeout)
+            # The server answers bye with a "closing" notice and its FIN; the
+            # receive thread sees the end of the stream and stops by itself.
+            self._receiver.join(timeout)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # in case the server did not answer
+        except OSError:
+            pass
+        self._receiver.join(timeout)
+        self._sender.join(timeout)
+        self.sock.close()
+
+    def __enter__(self) -> "ChatClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

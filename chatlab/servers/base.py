@@ -1,0 +1,145 @@
+"""What every chatlab server shares: the listening socket and the start/stop life cycle.
+
+The three server models (threads, selectors, asyncio) differ only in how
+they wait for many sockets at once.  Everything else -- binding, the
+address they report, being a context manager that always releases its
+port -- lives here, so that a notebook can swap one model for another.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+import time
+
+from ..core import ChatCore
+from ..limits import Limits
+
+log = logging.getLogger("chatlab.server")
+
+DEFAULT_HOST = "127.0.0.1"  # loopback: only this machine can connect
+DEFAULT_PORT = 5050
+BACKLOG = 1024  # connections the kernel may hold for us before accept()
+
+
+class ServerError(Exception):
+    """A failure with a message that says what to check next (no traceback needed)."""
+
+
+def format_address(address: tuple) -> str:
+    """``127.0.0.1:5050`` or, for IPv6, ``[::1]:5050`` (brackets keep the port apart)."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def open_listener(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening.
+
+    ``port=0`` asks the kernel for any free port (ask the socket which one
+    with ``getsockname()``): tests and notebooks use it so that they never
+    collide with each other or with a server left running.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServerError(f"cannot listen on {host!r}: host not found ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Without SO_REUSEADDR, restarting a server right after stopping it
+        # fails with "address already in use" for a minute or two: the old
+        # connections linger in TIME_WAIT.  (Windows' SO_REUSEADDR means
+        # something more dangerous, so there it is left alone.)
+        if hasattr(socket, "SO_REUSEADDR") and not hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and address[0] == "::":
+            # "::" means every IPv6 address; clearing IPV6_V6ONLY lets the
+            # same socket take IPv4 clients too (as ::ffff:a.b.c.d).
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        where = format_address((host, port))
+        if exc.errno == errno.EADDRINUSE:
+            raise ServerError(
+                f"address {where} is already in use: another server (maybe an earlier chatlab) "
+                "is listening there. Stop it, or pick another port with --port."
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ServerError(
+                f"cannot listen on {where}: {host} is not an address of this machine. "
+                "Use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ServerError(
+                f"permission denied for {where}: ports below 1024 need administrator rights; "
+                "use a port above 1024."
+            ) from None
+        raise ServerError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return sock
+
+
+class BaseServer:
+    """A chat server's life cycle: ``start()``, ``address``, ``stop()``.
+
+    Use it as a context manager so that the port is released whatever
+    happens inside the ``with`` block::
+
+        with ThreadedServer(port=0) as server:
+            print("listening on", server.address)
+    """
+
+    model = "base"
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None):
+        self.host, self.port = host, port
+        self.limits = limits or Limits()
+        self.core = ChatCore(self.limits)
+        self.listener: socket.socket | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) really listened on: with port 0, the port the kernel chose."""
+        if self.listener is None:
+            raise RuntimeError("the server is not started")
+        host, port = self.listener.getsockname()[:2]
+        return host, port
+
+    def start(self) -> "BaseServer":
+        self.listener = open_listener(self.host, self.port)
+        self._start()
+        log.info("%s server listening on %s", self.model, format_address(self.address))
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Tell every client, close every socket, join every thread: within ``timeout``."""
+        if self.listener is None or self._stopped.is_set():
+            return
+        started = time.monotonic()
+        self._stop(timeout)
+        self.listener.close()
+        self._stopped.set()
+        log.info("%s server stopped in %.2f s", self.model, time.monotonic() - started)
+
+    def serve_forever(self) -> None:
+        """Block until ``stop()`` is called (from another thread) or Ctrl+C."""
+        # A short, repeated wait keeps Ctrl+C responsive on every platform.
+        while not self._stopped.wait(0.25):
+            pass
+
+    def __enter__(self) -> "BaseServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # What each model provides.
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self, timeout: float) -> None:
+        raise NotImplementedError

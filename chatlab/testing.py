@@ -1,0 +1,233 @@
+"""Tools for tests and self-checks that explain their failures.
+
+When a network test fails, a bare ``AssertionError`` or a timeout says
+nothing about *what happened on the wire*.  ``RawClient`` records every
+step -- connect, bytes sent, bytes received, what it waited for -- in a
+shared ``Transcript``.  A failure prints the numbered transcript up to the
+step that failed, what was expected and what arrived instead (with a hex
+dump where bytes matter), in the manner of Stanford CS144's test harness.
+
+Every wait has a timeout, and a timeout names the step it happened in.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from .framing import FrameDecoder, LineDecoder, encode_frame
+
+
+def hexdump(data: bytes, limit: int = 64) -> str:
+    """``data`` as hex and printable ASCII, like ``xxd``, cut after ``limit`` bytes."""
+    rows = []
+    for offset in range(0, min(len(data), limit), 16):
+        chunk = data[offset : offset + 16]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        rows.append(f"    {offset:04x}  {hexes:<47}  {text}")
+    if len(data) > limit:
+        rows.append(f"    ... {len(data) - limit} more bytes")
+    return "\n".join(rows)
+
+
+class CheckFailed(AssertionError):
+    """A failed expectation, carrying the transcript that led to it."""
+
+
+class Transcript:
+    """A numbered record of what the test did and saw."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.started = time.monotonic()
+
+    def add(self, text: str) -> None:
+        self.steps.append(f"{time.monotonic() - self.started:7.3f}s  {text}")
+
+    def fail(self, expected: str, got: str, hint: str = "") -> CheckFailed:
+        lines = ["Transcript (most recent last):"]
+        lines += [f"  {i:3d}. {step}" for i, step in enumerate(self.steps[-40:], 1)]
+        lines.append(f"Expected: {expected}")
+        lines.append(f"But got:  {got}")
+        if hint:
+            lines.append(f"Hint:     {hint}")
+        return CheckFailed("\n".join(lines))
+
+
+def _short(data: bytes) -> str:
+    text = repr(data)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class RawClient:
+    """A test client that speaks raw bytes, records them, and never waits forever."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        label: str = "client",
+        transcript: Transcript | None = None,
+        timeout: float = 5.0,
+        rcvbuf: int | None = None,
+    ):
+        self.label = label
+        self.timeout = timeout
+        self.log = transcript or Transcript()
+        self.log.add(f"{label}: connect to {address[0]}:{address[1]}")
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        if rcvbuf:
+            # Set before connecting, so the TCP window is small from the start.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(address)
+        except OSError as exc:
+            self.sock.close()
+            raise self.log.fail("a connection", f"{type(exc).__name__}: {exc}",
+                                "is the server listening on that address?") from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.frames = FrameDecoder()
+        self.lines = LineDecoder(1 << 20)
+        self.pending: list[Any] = []  # decoded, not yet handed out
+        self._raw = b""  # received, not yet decoded
+        self.eof = False
+
+    # -------------------------------------------------------------- sending
+
+    def send(self, data: bytes, note: str = "") -> None:
+        self.log.add(f"{self.label}: send {len(data)} bytes {note or _short(data)}")
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise self.log.fail(f"to send {len(data)} bytes", f"{type(exc).__name__}: {exc}") from None
+
+    def send_frame(self, msg: Any) -> None:
+        payload = json.dumps(msg).encode() if not isinstance(msg, bytes) else msg
+        self.send(encode_frame(payload, 1 << 31), f"frame {payload[:100]!r}")
+
+    def send_line(self, text: str) -> None:
+        self.send(text.encode() + b"\n")
+
+    # ------------------------------------------------------------ receiving
+
+    def _recv_some(self, deadline: float, what: str) -> bytes:
+        """One recv() before ``deadline``; b"" at the end of the stream."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.eof:
+                got = "the connection closed" if self.eof else "nothing more (timed out)"
+                raise self.log.fail(f"{self.label} receives {what}", got)
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                self.log.add(f"{self.label}: connection reset by the server")
+                data = b""
+            except OSError as exc:
+                raise self.log.fail(f"{self.label} receives {what}", f"{type(exc).__name__}: {exc}") from None
+            if data:
+                self.log.add(f"{self.label}: recv {len(data)} bytes {_short(data)}")
+            else:
+                self.eof = True
+                self.log.add(f"{self.label}: end of stream (server closed)")
+            return data
+
+    def _read_until(self, decoder: FrameDecoder | LineDecoder, what: str, timeout: float | None) -> bytes:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        if self._raw:  # bytes that followed the banner
+            self.pending.extend(decoder.feed(self._raw))
+            self._raw = b""
+        while not self.pending:
+            self.pending.extend(decoder.feed(self._recv_some(deadline, what)))
+        return self.pending.pop(0)
+
+    def recv_banner(self) -> str:
+        """The server's first line.  Bytes after it are kept for the next reader."""
+        deadline = time.monotonic() + self.timeout
+        data = b""
+        while b"\n" not in data:
+            data += self._recv_some(deadline, "the banner line")
+        banner, _, self._raw = data.partition(b"\n")
+        return banner.decode("utf-8", "replace")
+
+    def recv_line(self, timeout: float | None = None) -> str:
+        return self._read_until(self.lines, "a line", timeout).decode("utf-8", "replace")
+
+    def recv_frame(self, timeout: float | None = None) -> dict[str, Any]:
+        payload = self._read_until(self.frames, "a frame", timeout)
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise self.log.fail("a JSON frame", f"{len(payload)} bytes:\n{hexdump(payload)}") from None
+
+    def expect(self, kind: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
+        """The next frame must be of type ``kind`` with these field values."""
+        msg = self.recv_frame(timeout)
+        wanted = {"type": kind, **fields}
+        if any(msg.get(k) != v for k, v in wanted.items()):
+            raise self.log.fail(f"{self.label} receives {wanted}", repr(msg))
+        return msg
+
+    def wait_frame(self, test: Callable[[dict[str, Any]], bool], what: str,
+                   timeout: float | None = None) -> list[dict[str, Any]]:
+        """Frames up to and including the first that passes ``test``."""
+        seen = []
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            msg = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            seen.append(msg)
+            if test(msg):
+                return seen
+            if time.monotonic() > deadline:
+                raise self.log.fail(f"{self.label} receives {what}", f"{len(seen)} other frames")
+
+    def sync(self) -> list[dict[str, Any]]:
+        """Every frame the server sent before answering a ping (a barrier: no sleeping)."""
+        marker = f"sync-{time.monotonic_ns()}"
+        self.send_frame({"type": "ping", "id": marker})
+        return self.wait_frame(lambda m: m.get("type") == "pong" and m.get("id") == marker,
+                               f"the pong {marker}")[:-1]
+
+    def expect_closed(self, timeout: float | None = None) -> bytes:
+        """Read until the server closes; return what arrived meanwhile."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        received = self._raw
+        self._raw = b""
+        while not self.eof:
+            try:
+                received += self._recv_some(deadline, "the end of the stream")
+            except CheckFailed:
+                raise self.log.fail(f"the server closes {self.label}'s connection", "it stayed open") from None
+        return received
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "RawClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def frames_client(address: tuple[str, int], name: str | None = None, transcript: Transcript | None = None,
+                  **kwargs: Any) -> RawClient:
+    """A RawClient past the banner and, given ``name``, registered."""
+    client = RawClient(address, name or "client", transcript, **kwargs)
+    client.recv_banner()
+    if name is not None:
+        client.send_frame({"type": "hello", "name": name})
+        client.expect("welcome", name=name)
+    return client
+
+
+def chatlab_threads() -> set[threading.Thread]:
+    """The threads chatlab servers and clients are running now (they are all named chatlab-...)."""
+    return {t for t in threading.enumerate() if t.name.startswith("chatlab")}

@@ -1,0 +1,55 @@
+"""The ways to install chatlab must agree with each other and with the README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pytest brings tomli
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def package_name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def conda_packages() -> set[str]:
+    """Top-level conda dependencies of environment.yml (not python, pip or the pip: list)."""
+    names, in_deps = set(), False
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if line.startswith("dependencies:"):
+            in_deps = True
+        elif in_deps and re.match(r"^  - [\w.-]", line) and not line.strip().endswith(":"):
+            names.add(package_name(line.strip()[2:]))
+        elif in_deps and line and not line.startswith(" "):
+            in_deps = False
+    return names - {"python", "pip"}
+
+
+def pyproject_packages() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    return {package_name(r) for r in requirements}
+
+
+def test_environment_yml_and_pyproject_name_the_same_packages():
+    assert conda_packages() == pyproject_packages()
+
+
+def test_the_core_needs_only_the_standard_library():
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"] == []
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^(python3 tasks\.py \w+)$", quick_start, re.MULTILINE)
+    assert commands == ["python3 tasks.py lab", "python3 tasks.py test"]
+    assert "python3 tasks.py test" in ci.splitlines()
