@@ -139,6 +139,11 @@ class ChatCore:
         self._close(client, reason, None, now, out)
         return out
 
+    def tick(self, now: float) -> list[Effect]:
+        """Time passed.  Every server calls this about twice a second, so that
+        rules about time (timeouts) need no clock of their own.  Nothing yet."""
+        return []
+
     def shutdown(self, now: float) -> list[Effect]:
         """The server is stopping: tell everyone, then close every connection."""
         out: list[Effect] = []

@@ -149,6 +149,8 @@ class ThreadedServer(BaseServer):
         self._accepter = threading.Thread(target=self._accept_loop, name="chatlab-accept", daemon=True)
         self._accepter.start()
 
+    TICK = 0.5  # seconds between calls to core.tick()
+
     def event(self, name: str, cid: int, arg: object) -> None:
         """Tell the core something happened (``receive`` or ``disconnect``), and do what it says."""
         with self.lock:
@@ -186,8 +188,16 @@ class ThreadedServer(BaseServer):
         with selectors.DefaultSelector() as selector:
             selector.register(self.listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
+            next_tick = time.monotonic() + self.TICK
             while not self._stopping:
-                for key, _ in selector.select():
+                # The accept thread doubles as the clock: the core hears the
+                # time at least every TICK seconds, connections or not.
+                ready = selector.select(max(0.0, next_tick - time.monotonic()))
+                if time.monotonic() >= next_tick:
+                    with self.lock:
+                        self._apply(self.core.tick(time.time()))
+                    next_tick = time.monotonic() + self.TICK
+                for key, _ in ready:
                     if key.fileobj is self.listener and not self._stopping:
                         self._accept()
 
