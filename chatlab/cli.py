@@ -48,7 +48,7 @@ def setup_logging(log_file: str | None, verbose: bool) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log, args.verbose)
     limits = Limits(outbox_bytes=args.outbox_bytes)
-    server = make_server(args.model, args.host, args.port, limits)
+    server = make_server(args.model, args.host, args.port, limits, db=args.db)
     try:
         server.start()
     except ServerError as exc:
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", choices=sorted(MODELS), default="threads",
                        help="concurrency model (default %(default)s)")
     serve.add_argument("--log", metavar="FILE", help="also write the log to FILE")
+    serve.add_argument("--db", metavar="FILE",
+                       help="keep message history in this SQLite file, across restarts (default: in memory)")
     serve.add_argument("--outbox-bytes", type=int, default=Limits.outbox_bytes,
                        help="bytes queued for one client before it is dropped as too slow "
                             "(default %(default)s; 0: no limit)")

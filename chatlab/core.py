@@ -23,16 +23,22 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable
 
 from .framing import FramingError
+from .history import History
 from .limits import Limits
 from .protocol import (
     ALREADY_REGISTERED,
     BAD_NAME,
+    BAD_ROOM,
     BAD_TEXT,
     BANNER,
     LINES,
+    LINES_HELP,
     NAME_TAKEN,
+    NOT_IN_ROOM,
     NOT_REGISTERED,
     TOO_LARGE,
+    TOO_MANY_ROOMS,
+    UNKNOWN_USER,
     ProtocolError,
     Wire,
     check_name,
@@ -41,6 +47,7 @@ from .protocol import (
     name_key,
     normalise_name,
 )
+from .rooms import DEFAULT_ROOM, Room
 
 log = logging.getLogger("chatlab.core")
 
@@ -84,6 +91,8 @@ class Client:
     connected_at: float
     name: str | None = None  # set once registered
     key: str | None = None  # name_key(name): what must be unique
+    rooms: dict[str, Room] = field(default_factory=dict)  # room key -> room, in join order
+    current_room: str | None = None  # lines mode: the room plain lines go to
 
     def __str__(self) -> str:
         return f"{self.peer} ({self.name})" if self.name else self.peer
@@ -93,12 +102,14 @@ class Client:
 class ChatCore:
     limits: Limits = field(default_factory=Limits)
     banner: bytes = BANNER
+    history: History = field(default_factory=History)  # in memory unless given a file
 
     def __post_init__(self) -> None:
         self.clients: dict[ClientId, Client] = {}  # every open connection
         self.members: dict[str, Client] = {}  # name key -> registered client, in join order
-        self.last_message_id = 0
-        self._audience: dict[str | None, tuple[ClientId, ...]] | None = None
+        self.rooms: dict[str, Room] = {}  # room key -> room; the lobby always exists
+        self.lobby = self._room(DEFAULT_ROOM)
+        self.last_message_id = self.history.last_id()  # ids keep growing across restarts
 
     # ------------------------------------------------------------ events in
 
@@ -141,7 +152,8 @@ class ChatCore:
 
     def tick(self, now: float) -> list[Effect]:
         """Time passed.  Every server calls this about twice a second, so that
-        rules about time (timeouts) need no clock of their own.  Nothing yet."""
+        rules about time (timeouts) need no clock of their own."""
+        self.history.flush()  # one commit per tick for all the messages since the last
         return []
 
     def shutdown(self, now: float) -> list[Effect]:
@@ -153,7 +165,9 @@ class ChatCore:
             log.info("%s closed (shutdown) after %.1f s", client, now - client.connected_at)
         self.clients.clear()
         self.members.clear()
-        self._audience = None
+        self.rooms.clear()
+        self.lobby = self._room(DEFAULT_ROOM)
+        self.history.flush()
         return out
 
     @property
@@ -184,32 +198,81 @@ class ChatCore:
             raise ProtocolError(NAME_TAKEN, f"the name {name} is taken; try another name")
         client.name, client.key = name, key
         self.members[key] = client
-        self._audience = None
         log.info("%s registered as %s", client.peer, name)
-        self._send(client, {"type": "welcome", "name": name, "users": self.users}, out)
-        self._broadcast({"type": "joined", "name": name}, out, skip=client)
+        self._send(client, {"type": "welcome", "name": name, "users": self.users, "room": self.lobby.name}, out)
+        self._enter(client, self.lobby, out, confirm=False)
 
     def _on_say(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
-        self._require_registered(client)
-        text = msg["text"]
-        if self.limits.max_text and len(text) > self.limits.max_text:
-            raise ProtocolError(TOO_LARGE, f"text has {len(text)} characters; the limit is {self.limits.max_text}")
-        text = clean_text(text)
-        if not text.strip():
-            raise ProtocolError(BAD_TEXT, "nothing to say: the text is empty")
-        self.last_message_id += 1
-        message = {"type": "message", "id": self.last_message_id, "ts": now, "from": client.name, "text": text}
-        log.info("message %d from %s: %s", self.last_message_id, client.name, text)
+        room = self._member_room(client, msg.get("room"))
+        text = self._check_text(msg["text"])
+        message = self._message(client, text, now, room=room.name)
+        log.info("message %d from %s in %s: %s", message["id"], client.name, room.name, text)
         # Frames clients get every message, their own included, so they can
         # see where it fell in the one server-wide order.  A person in lines
         # mode already sees what they typed, so it is not echoed back.
-        self._broadcast(message, out, skip_lines=client)
+        self._broadcast(room, message, out, skip_lines=client)
+        self.history.append(room.key, message)
+
+    def _on_dm(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
+        self._require_registered(client)
+        target = self.members.get(name_key(msg["to"]))
+        if target is None:
+            raise ProtocolError(UNKNOWN_USER, f"nobody called {msg['to'][:40]} is here")
+        message = self._message(client, self._check_text(msg["text"]), now, to=target.name)
+        log.info("private message %d from %s to %s", message["id"], client.name, target.name)
+        # Only the two parties see it; the sender's copy confirms it, as in a room.
+        for party in dict.fromkeys([target, client]):
+            if party is target or party.wire.mode != LINES:
+                self._send(party, message, out)
+
+    def _on_join(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
+        self._require_registered(client)
+        name = normalise_name(msg["room"].lstrip("#"))
+        problem = check_name(name, self.limits.max_name or 1 << 30)
+        if problem:
+            raise ProtocolError(BAD_ROOM, f"bad room name: {problem.replace('a name', 'a room name')}")
+        room = self.rooms.get(name_key(name))
+        if room is not None and client in room.members.values():
+            client.current_room = room.key
+            self._send(client, {"type": "joined", "name": client.name, "room": room.name,
+                                "members": room.names()}, out)
+            return
+        if self.limits.max_rooms_per_user and len(client.rooms) >= self.limits.max_rooms_per_user:
+            raise ProtocolError(TOO_MANY_ROOMS, f"you are in {len(client.rooms)} rooms, the most allowed; leave one first")
+        if room is None:
+            if self.limits.max_rooms and len(self.rooms) >= self.limits.max_rooms:
+                raise ProtocolError(TOO_MANY_ROOMS, f"the server has {len(self.rooms)} rooms, the most allowed")
+            room = self._room(name)
+        self._enter(client, room, out)
+        client.current_room = room.key
+
+    def _on_leave(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
+        room = self._member_room(client, msg.get("room"))
+        self._exit(client, room, "left", out, tell_leaver=True)
+
+    def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
+        self._require_registered(client)
+        room = self._find_room(msg["room"]) if msg.get("room") else self._member_room(client, None)
+        limit = max(0, min(msg.get("limit", self.limits.history_on_join), self.limits.history_page))
+        messages = self.history.page(room.key, limit, msg.get("before"))
+        self._send(client, {"type": "history", "room": room.name, "messages": messages}, out)
+
+    def _on_rooms(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
+        listing = [{"name": r.name, "members": r.names()} for r in sorted(self.rooms.values(), key=lambda r: r.key)]
+        self._send(client, {"type": "rooms", "rooms": listing}, out)
 
     def _on_ping(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
         self._send(client, {"type": "pong", "id": msg.get("id")}, out)
 
     def _on_who(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
-        self._send(client, {"type": "users", "users": self.users}, out)
+        if msg.get("room"):
+            room = self._find_room(msg["room"])
+            self._send(client, {"type": "users", "room": room.name, "users": room.names()}, out)
+        else:
+            self._send(client, {"type": "users", "users": self.users}, out)
+
+    def _on_help(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
+        self._send(client, {"type": "help", "text": LINES_HELP}, out)
 
     def _on_bye(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
         self._close(client, "quit", "goodbye", now, out)
@@ -229,22 +292,72 @@ class ChatCore:
     def _notify_closing(self, client: Client, reason: str, message: str, out: list[Effect]) -> None:
         self._send(client, {"type": "closing", "reason": reason, "message": message}, out)
 
-    def _broadcast(
-        self,
-        msg: dict[str, Any],
-        out: list[Effect],
-        skip: Client | None = None,
-        skip_lines: Client | None = None,
-    ) -> None:
-        """One ``Send`` per wire mode to every registered client, bar the skipped."""
-        if self._audience is None:
-            # Who listens in which mode changes only on join and leave, so it
-            # is worked out then, not once per message.
-            audience: dict[str | None, list[ClientId]] = {}
-            for member in self.members.values():
-                audience.setdefault(member.wire.mode, []).append(member.id)
-            self._audience = {mode: tuple(ids) for mode, ids in audience.items()}
-        for mode, ids in self._audience.items():
+    def _check_text(self, text: str) -> str:
+        if self.limits.max_text and len(text) > self.limits.max_text:
+            raise ProtocolError(TOO_LARGE, f"text has {len(text)} characters; the limit is {self.limits.max_text}")
+        text = clean_text(text)
+        if not text.strip():
+            raise ProtocolError(BAD_TEXT, "nothing to say: the text is empty")
+        return text
+
+    def _message(self, client: Client, text: str, now: float, **where: str) -> dict[str, Any]:
+        """A new chat message with the next id in the one server-wide order."""
+        self.last_message_id += 1
+        return {"type": "message", "id": self.last_message_id, "ts": now, "from": client.name, "text": text, **where}
+
+    # ------------------------------------------------------------------ rooms
+
+    def _room(self, name: str) -> Room:
+        room = self.rooms[name_key(name)] = Room(name, name_key(name))
+        return room
+
+    def _find_room(self, name: str) -> Room:
+        room = self.rooms.get(name_key(normalise_name(name.lstrip("#"))))
+        if room is None:
+            raise ProtocolError(NOT_IN_ROOM, f"there is no room called {name[:40]}")
+        return room
+
+    def _member_room(self, client: Client, name: str | None) -> Room:
+        """The room a client means: the named one, else its current one; it must be in it."""
+        self._require_registered(client)
+        key = name_key(normalise_name(name.lstrip("#"))) if name else client.current_room
+        room = client.rooms.get(key) if key else None
+        if room is None:
+            raise ProtocolError(NOT_IN_ROOM, f"you are not in {name or 'any room'}; /join it first")
+        return room
+
+    def _enter(self, client: Client, room: Room, out: list[Effect], confirm: bool = True) -> None:
+        """Put a registered client in a room and tell the room (and the client, unless it was just welcomed)."""
+        room.add(client)
+        client.rooms[room.key] = room
+        if client.current_room is None:
+            client.current_room = room.key
+        if confirm:
+            self._send(client, {"type": "joined", "name": client.name, "room": room.name,
+                                "members": room.names()}, out)
+        self._broadcast(room, {"type": "joined", "name": client.name, "room": room.name}, out, skip=client)
+        # What was said just before: marked as history, so no client mistakes it for new.
+        recent = self.history.page(room.key, self.limits.history_on_join) if self.limits.history_on_join else []
+        if recent:
+            self._send(client, {"type": "history", "room": room.name, "messages": recent}, out)
+
+    def _exit(self, client: Client, room: Room, reason: str, out: list[Effect], tell_leaver: bool = False) -> None:
+        """Take a client out of a room, tell the room, and drop the room once empty."""
+        notice = {"type": "left", "name": client.name, "room": room.name, "reason": reason}
+        if tell_leaver:
+            self._send(client, notice, out)
+        room.remove(client)
+        del client.rooms[room.key]
+        if client.current_room == room.key:
+            client.current_room = next(iter(client.rooms), None)
+        self._broadcast(room, notice, out)
+        if not room.members and room is not self.lobby:
+            del self.rooms[room.key]
+
+    def _broadcast(self, room: Room, msg: dict[str, Any], out: list[Effect],
+                   skip: Client | None = None, skip_lines: Client | None = None) -> None:
+        """One ``Send`` per wire mode to every member of ``room``, bar the skipped."""
+        for mode, ids in room.audience().items():
             leave_out = skip or (skip_lines if mode == LINES else None)
             if leave_out is not None and leave_out.wire.mode == mode:
                 ids = tuple(i for i in ids if i != leave_out.id)
@@ -260,6 +373,6 @@ class ChatCore:
         lasted = now - client.connected_at
         if client.key is not None and self.members.get(client.key) is client:
             del self.members[client.key]
-            self._audience = None
-            self._broadcast({"type": "left", "name": client.name, "reason": reason}, out)
+            for room in list(client.rooms.values()):
+                self._exit(client, room, reason, out)
         log.info("%s closed (%s) after %.1f s", client, reason, lasted)

@@ -31,6 +31,12 @@ MAX_TEXT = 4096
 #: Redis's client-output-buffer-limit: generous enough that a healthy client
 #: rides out a burst, small enough that a stalled one cannot eat the server.
 OUTBOX_BYTES = 1 * MiB
+#: Rooms on one server, the lobby included, and rooms one client may be in.
+MAX_ROOMS = 100
+MAX_ROOMS_PER_USER = 10
+#: Messages of a room's history sent on joining it, and the most one history request returns.
+HISTORY_ON_JOIN = 20
+HISTORY_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,10 @@ class Limits:
     max_name: int = MAX_NAME
     max_text: int = MAX_TEXT
     outbox_bytes: int = OUTBOX_BYTES
+    max_rooms: int = MAX_ROOMS
+    max_rooms_per_user: int = MAX_ROOMS_PER_USER
+    history_on_join: int = HISTORY_ON_JOIN
+    history_page: int = HISTORY_PAGE
 
     def __post_init__(self) -> None:
         for field in ("max_line", "max_frame", "max_name", "max_text", "outbox_bytes"):

@@ -17,6 +17,7 @@ of the connection:
 from __future__ import annotations
 
 import json
+import time
 import unicodedata
 from typing import Any
 
@@ -41,16 +42,28 @@ BAD_FRAME = "bad_frame"  # not UTF-8, not JSON, not an object, fields missing or
 TOO_LARGE = "too_large"  # a frame, line or text over its limit
 UNKNOWN_TYPE = "unknown_type"  # a message type (or / command) the server does not know
 BAD_TEXT = "bad_text"  # a message with no text left to show
+UNKNOWN_USER = "unknown_user"  # a private message to a name nobody has
+BAD_ROOM = "bad_room"  # a room name that breaks the rules for names
+NOT_IN_ROOM = "not_in_room"  # speaking in, leaving or reading a room you are not in
+TOO_MANY_ROOMS = "too_many_rooms"  # over the rooms-per-user or rooms-per-server limit
 
-# Fields each client message must carry, and their JSON types.  Extra fields
-# are allowed (and ignored), so that newer clients can talk to older servers.
-CLIENT_MESSAGES: dict[str, dict[str, type]] = {
-    "hello": {"name": str},
-    "say": {"text": str},
-    "ping": {},  # "id" is optional and may be any JSON value; it is echoed in the pong
-    "who": {},
-    "bye": {},
+# Each client message: the fields it must carry, then the fields it may carry,
+# with their JSON types.  Other fields are allowed (and ignored), so that
+# newer clients can talk to older servers.
+CLIENT_MESSAGES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
+    "hello": ({"name": str}, {}),
+    "say": ({"text": str}, {"room": str}),
+    "dm": ({"to": str, "text": str}, {}),
+    "join": ({"room": str}, {}),
+    "leave": ({}, {"room": str}),  # without "room": the room your lines go to
+    "rooms": ({}, {}),
+    "who": ({}, {"room": str}),
+    "history": ({}, {"room": str, "limit": int, "before": int}),
+    "ping": ({}, {}),  # "id" may be any JSON value; it is echoed in the pong
+    "help": ({}, {}),
+    "bye": ({}, {}),
 }
+JSON_TYPES = {str: "a string", int: "an integer"}
 
 
 class ProtocolError(Exception):
@@ -144,9 +157,14 @@ def decode_message(payload: bytes) -> dict[str, Any]:
     if fields is None:
         known = ", ".join(CLIENT_MESSAGES)
         raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}; known types: {known}")
-    for field, wanted in fields.items():
-        if not isinstance(msg.get(field), wanted):
-            raise ProtocolError(BAD_FRAME, f'"{kind}" needs a "{field}" field holding a string')
+    required, optional = fields
+    for field, wanted in [*required.items(), *optional.items()]:
+        value = msg.get(field)
+        if value is None and field in optional:
+            continue
+        # bool is a subclass of int in Python, but true is not a number in JSON.
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise ProtocolError(BAD_FRAME, f'"{kind}" needs a "{field}" field holding {JSON_TYPES[wanted]}')
     return msg
 
 
@@ -157,7 +175,11 @@ def encode_message(msg: dict[str, Any]) -> bytes:
 
 # ---------------------------------------------------------------- lines mode
 
-LINE_COMMANDS = {"/quit": "bye", "/who": "who", "/ping": "ping"}
+LINES_HELP = (
+    "/who [ROOM] lists users, /rooms lists rooms, /join ROOM, /leave [ROOM], "
+    "/msg NAME TEXT sends a private message, /history [N] shows recent messages, "
+    "/quit leaves, //text sends text starting with /"
+)
 
 
 def parse_line(line: bytes, registered: bool) -> dict[str, Any] | None:
@@ -174,32 +196,74 @@ def parse_line(line: bytes, registered: bool) -> dict[str, Any] | None:
         return {"type": "hello", "name": text.strip()}
     if not text.strip():
         return None
-    if text.startswith("/") and not text.startswith("//"):
-        command = text.split()[0].lower()
-        if command not in LINE_COMMANDS:
-            raise ProtocolError(UNKNOWN_TYPE, f"unknown command {command[:40]}; try /who or /quit")
-        return {"type": LINE_COMMANDS[command]}
     if text.startswith("//"):
-        text = text[1:]  # "//path" sends the text "/path"
-    return {"type": "say", "text": text}
+        return {"type": "say", "text": text[1:]}  # "//path" sends the text "/path"
+    if not text.startswith("/"):
+        return {"type": "say", "text": text}
+    command, _, rest = text.partition(" ")
+    command, rest = command.lower(), rest.strip()
+    if command in ("/quit", "/rooms", "/ping", "/help"):
+        return {"type": {"/quit": "bye"}.get(command, command[1:])}
+    if command == "/who":
+        return {"type": "who", "room": rest} if rest else {"type": "who"}
+    if command == "/join" and rest:
+        return {"type": "join", "room": rest}
+    if command == "/leave":
+        return {"type": "leave", "room": rest} if rest else {"type": "leave"}
+    if command == "/msg" and len(rest.split(" ", 1)) == 2:
+        to, words = rest.split(" ", 1)
+        return {"type": "dm", "to": to, "text": words}
+    if command == "/history":
+        if rest and not rest.isdigit():
+            raise ProtocolError(BAD_FRAME, "usage: /history [N]")
+        return {"type": "history", "limit": int(rest)} if rest else {"type": "history"}
+    if command in ("/join", "/msg"):
+        raise ProtocolError(BAD_FRAME, f"usage: {command} {'ROOM' if command == '/join' else 'NAME TEXT'}")
+    raise ProtocolError(UNKNOWN_TYPE, f"unknown command {command[:40]}; try /help")
+
+
+def _in_room(msg: dict[str, Any]) -> str:
+    """" in ROOM" for rooms other than the lobby, where most chat happens."""
+    room = msg.get("room")
+    return f" {room}" if room and room != "lobby" else ""
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M", time.localtime(ts))
 
 
 def render_line(msg: dict[str, Any]) -> str:
     """How a server message reads to a person in lines mode."""
     kind = msg["type"]
     if kind == "message":
-        return f"<{msg['from']}> {msg['text']}"
+        if "to" in msg:
+            return f"*{msg['from']}* (private) {msg['text']}"
+        room = msg.get("room")
+        prefix = f"[{room}] " if room and room != "lobby" else ""
+        return f"{prefix}<{msg['from']}> {msg['text']}"
     if kind == "joined":
-        return f"* {msg['name']} joined"
+        if "members" in msg:  # the joiner's own confirmation
+            return f"* You are in {msg['room']}: {', '.join(msg['members'])}"
+        return f"* {msg['name']} joined{_in_room(msg)}"
     if kind == "left":
-        return f"* {msg['name']} left ({msg['reason']})"
+        return f"* {msg['name']} left{_in_room(msg)} ({msg['reason']})"
     if kind == "welcome":
         return (
             f"* Welcome, {msg['name']}! Online: {', '.join(msg['users'])}."
-            " Type a message and press Enter; /who lists users, /quit leaves."
+            " Type a message and press Enter; /help lists commands, /quit leaves."
         )
     if kind == "users":
-        return f"* Online: {', '.join(msg['users'])}"
+        where = f"In {msg['room']}" if msg.get("room") else "Online"
+        return f"* {where}: {', '.join(msg['users'])}"
+    if kind == "rooms":
+        listing = ", ".join(f"{r['name']} ({len(r['members'])})" for r in msg["rooms"])
+        return f"* Rooms: {listing}"
+    if kind == "history":
+        lines = [f"--- history of {msg['room']}: {len(msg['messages'])} messages ---"]
+        lines += [f"[{_clock(m['ts'])}] <{m['from']}> {m['text']}" for m in msg["messages"]]
+        return "\n".join(lines + ["--- end of history ---"])
+    if kind == "help":
+        return f"* {msg['text']}"
     if kind == "pong":
         return "* pong"
     if kind == "error":

@@ -143,11 +143,11 @@ def test_register_welcome_and_join_notice():
     room = Room()
     room.connect(1)
     room.send(1, hello("ada"))
-    assert room.frames(1) == [{"type": "welcome", "name": "ada", "users": ["ada"]}]
+    assert room.frames(1) == [{"type": "welcome", "name": "ada", "users": ["ada"], "room": "lobby"}]
     room.connect(2)
     room.send(2, hello("bob"))
-    assert room.frames(2) == [{"type": "welcome", "name": "bob", "users": ["ada", "bob"]}]
-    assert room.frames(1) == [{"type": "joined", "name": "bob"}]
+    assert room.frames(2) == [{"type": "welcome", "name": "bob", "users": ["ada", "bob"], "room": "lobby"}]
+    assert room.frames(1) == [{"type": "joined", "name": "bob", "room": "lobby"}]
 
 
 def test_messages_get_server_wide_ids_and_the_given_time():
@@ -184,7 +184,7 @@ def test_leave_is_announced_exactly_once():
     room.send(2, encode_message({"type": "bye"}))
     assert room.closed == {2: "quit"}
     room.apply(room.core.disconnect(2, "disconnected", room.now))  # the socket then closes
-    assert room.frames(1) == [{"type": "left", "name": "bob", "reason": "quit"}]
+    assert room.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "quit"}]
 
 
 def test_lines_mode_gets_no_echo_and_frames_mode_does():

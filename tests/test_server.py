@@ -132,10 +132,10 @@ def test_join_and_leave_are_announced_exactly_once(clients):
     bob.close()  # vanishes without a bye
     seen = ada.sync()
     assert [m for m in seen if m["type"] in ("joined", "left")] == [
-        {"type": "joined", "name": "bob"},
-        {"type": "joined", "name": "carol"},
-        {"type": "left", "name": "carol", "reason": "quit"},
-        {"type": "left", "name": "bob", "reason": "disconnected"},
+        {"type": "joined", "name": "bob", "room": "lobby"},
+        {"type": "joined", "name": "carol", "room": "lobby"},
+        {"type": "left", "name": "carol", "room": "lobby", "reason": "quit"},
+        {"type": "left", "name": "bob", "room": "lobby", "reason": "disconnected"},
     ]
 
 
@@ -350,7 +350,7 @@ def test_a_client_that_never_reads_stalls_nobody(start_server, transcript):
             # Nothing lost, and the sleeper's departure announced exactly once, with the reason.
             assert t.wait(lambda: t.lefts), "the sleeper's departure was not announced"
             assert t.messages == rounds * 10
-            assert t.lefts == [{"type": "left", "name": "sleeper", "reason": "too_slow"}]
+            assert t.lefts == [{"type": "left", "name": "sleeper", "room": "lobby", "reason": "too_slow"}]
     finally:
         sleeper.close()
         for c in chatters:

@@ -13,14 +13,15 @@ MODELS: dict[str, type[BaseServer]] = {"threads": ThreadedServer}
 
 
 def make_server(
-    model: str = "threads", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None
+    model: str = "threads", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None,
+    **options: object,
 ) -> BaseServer:
-    """A server of the given model (``threads``, ...), not yet started."""
+    """A server of the given model (``threads``, ...), not yet started.  ``options``: e.g. ``db=FILE``."""
     try:
         cls = MODELS[model]
     except KeyError:
         raise ValueError(f"unknown server model {model!r}; choose from {', '.join(MODELS)}") from None
-    return cls(host=host, port=port, limits=limits)
+    return cls(host=host, port=port, limits=limits, **options)
 
 
 __all__ = [

@@ -15,6 +15,7 @@ import threading
 import time
 
 from ..core import ChatCore
+from ..history import History
 from ..limits import Limits
 
 log = logging.getLogger("chatlab.server")
@@ -94,10 +95,13 @@ class BaseServer:
 
     model = "base"
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None):
+    def __init__(
+        self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None, db: str | None = None
+    ):
         self.host, self.port = host, port
         self.limits = limits or Limits()
-        self.core = ChatCore(self.limits)
+        # Message history: in memory, or in the SQLite file ``db`` (kept across restarts).
+        self.core = ChatCore(self.limits, history=History(db or ":memory:"))
         self.listener: socket.socket | None = None
         self._stopped = threading.Event()
 
@@ -122,6 +126,7 @@ class BaseServer:
         started = time.monotonic()
         self._stop(timeout)
         self.listener.close()
+        self.core.history.close()
         self._stopped.set()
         log.info("%s server stopped in %.2f s", self.model, time.monotonic() - started)
 

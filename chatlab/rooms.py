@@ -1,0 +1,46 @@
+"""Rooms (channels): who hears a message.
+
+A room is a named set of registered clients.  Everyone starts in the
+default room, ``lobby``; anyone may join or leave other rooms, which exist
+while someone is in them.  A message said in a room, and the notices of
+people joining and leaving it, go to that room's members only.
+
+Broadcasting to a room is the hot path of a chat server, so a room keeps
+its audience ready: the ids of its members, grouped by wire mode, worked
+out again only when someone joins or leaves -- never once per message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Hashable
+
+DEFAULT_ROOM = "lobby"
+
+
+@dataclass(eq=False)
+class Room:
+    name: str  # as first spelled (after NFKC)
+    key: str  # what must be unique: the name's NFKC case fold
+    members: dict[str, Any] = field(default_factory=dict)  # member name key -> Client, join order
+    _audience: dict[str | None, tuple[Hashable, ...]] | None = None
+
+    def add(self, client: Any) -> None:
+        self.members[client.key] = client
+        self._audience = None
+
+    def remove(self, client: Any) -> None:
+        self.members.pop(client.key, None)
+        self._audience = None
+
+    def names(self) -> list[str]:
+        return [member.name for member in self.members.values()]
+
+    def audience(self) -> dict[str | None, tuple[Hashable, ...]]:
+        """Member ids by wire mode ("frames" or "lines"), cached between joins and leaves."""
+        if self._audience is None:
+            by_mode: dict[str | None, list[Hashable]] = {}
+            for member in self.members.values():
+                by_mode.setdefault(member.wire.mode, []).append(member.id)
+            self._audience = {mode: tuple(ids) for mode, ids in by_mode.items()}
+        return self._audience

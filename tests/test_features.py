@@ -1,0 +1,239 @@
+"""Private messages, rooms and history over real TCP, in both framings and every server model."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatlab.servers import make_server
+from chatlab.testing import RawClient, frames_client
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def nc_client(address, name, transcript):
+    """A lines-mode client, registered, past its welcome."""
+    nc = RawClient(address, name, transcript)
+    nc.recv_banner()
+    nc.send_line(name)
+    assert nc.recv_line().startswith(f"* Welcome, {name}!")
+    return nc
+
+
+# ------------------------------------------------------- private messages
+
+
+def test_dm_reaches_only_the_two_parties(clients):
+    ada, bob, eve = clients("ada"), clients("bob"), clients("eve")
+    ada.sync(), bob.sync()
+    ada.send_frame({"type": "dm", "to": "BOB", "text": "psst"})
+    for party in (ada, bob):
+        msg = party.expect("message", **{"from": "ada", "to": "bob", "text": "psst"})
+        assert "room" not in msg
+    assert [m for m in eve.sync() if m["type"] == "message"] == []
+
+
+def test_dm_to_nobody_is_an_error(clients):
+    ada = clients("ada")
+    ada.send_frame({"type": "dm", "to": "ghost", "text": "hello?"})
+    ada.expect("error", code="unknown_user")
+
+
+def test_msg_command_in_lines_mode(server, clients, transcript):
+    ada = clients("ada")
+    with nc_client(server.address, "carol", transcript) as nc:
+        ada.expect("joined", name="carol")
+        nc.send_line("/msg ada just between us")
+        ada.expect("message", **{"from": "carol", "to": "ada", "text": "just between us"})
+        ada.send_frame({"type": "dm", "to": "carol", "text": "ok"})
+        assert nc.recv_line() == "*ada* (private) ok"
+        nc.send_line("/msg nobody hi")
+        assert "unknown_user" in nc.recv_line()
+
+
+# ------------------------------------------------------------------ rooms
+
+
+def test_rooms_join_say_leave(clients):
+    ada, bob, eve = clients("ada"), clients("bob"), clients("eve")
+    ada.sync(), bob.sync()
+    ada.send_frame({"type": "join", "room": "games"})
+    assert ada.expect("joined", name="ada", room="games")["members"] == ["ada"]
+    bob.send_frame({"type": "join", "room": "#Games"})  # a leading # and case do not matter
+    assert bob.expect("joined", name="bob", room="games")["members"] == ["ada", "bob"]
+    ada.expect("joined", name="bob", room="games")
+    bob.send_frame({"type": "say", "text": "gg", "room": "games"})
+    for member in (ada, bob):
+        member.expect("message", room="games", text="gg")
+    # eve is not in games: she saw neither the joins nor the message.
+    assert [m for m in eve.sync() if m.get("room") == "games"] == []
+    eve.send_frame({"type": "say", "text": "let me in", "room": "games"})
+    eve.expect("error", code="not_in_room")
+    bob.send_frame({"type": "leave", "room": "games"})
+    bob.expect("left", name="bob", room="games", reason="left")
+    ada.expect("left", name="bob", room="games", reason="left")
+    # say without a room still goes to the lobby, which bob never left.
+    bob.send_frame({"type": "say", "text": "back in the lobby"})
+    for member in (ada, bob, eve):
+        member.expect("message", room="lobby", text="back in the lobby")
+
+
+def test_rooms_listing_and_who_in_a_room(clients):
+    ada, bob = clients("ada"), clients("bob")
+    ada.sync()
+    ada.send_frame({"type": "join", "room": "study"})
+    ada.expect("joined", room="study")
+    ada.send_frame({"type": "rooms"})
+    assert ada.expect("rooms")["rooms"] == [
+        {"name": "lobby", "members": ["ada", "bob"]},
+        {"name": "study", "members": ["ada"]},
+    ]
+    bob.sync()
+    bob.send_frame({"type": "who", "room": "study"})
+    assert bob.expect("users") == {"type": "users", "room": "study", "users": ["ada"]}
+
+
+def test_an_empty_room_disappears(clients):
+    ada = clients("ada")
+    ada.send_frame({"type": "join", "room": "tmp"})
+    ada.expect("joined")
+    ada.send_frame({"type": "leave", "room": "tmp"})
+    ada.expect("left")
+    ada.send_frame({"type": "rooms"})
+    assert [r["name"] for r in ada.expect("rooms")["rooms"]] == ["lobby"]
+
+
+@pytest.mark.parametrize("room", ["", "two words", "x" * 33, "bad/room"])
+def test_bad_room_names(clients, room):
+    ada = clients("ada")
+    ada.send_frame({"type": "join", "room": room})
+    ada.expect("error", code="bad_room")
+
+
+def test_room_limits(start_server, transcript):
+    server = start_server(max_rooms=3, max_rooms_per_user=2)
+    ada = frames_client(server.address, "ada", transcript)
+    bob = frames_client(server.address, "bob", transcript)
+    try:
+        ada.sync()
+        ada.send_frame({"type": "join", "room": "one"})
+        ada.expect("joined", room="one")
+        ada.send_frame({"type": "join", "room": "two"})
+        ada.expect("error", code="too_many_rooms")  # lobby + one = 2 rooms for ada
+        bob.send_frame({"type": "join", "room": "two"})
+        bob.expect("joined", room="two")
+        bob.send_frame({"type": "leave", "room": "lobby"})
+        bob.expect("left", room="lobby")
+        bob.send_frame({"type": "join", "room": "three"})
+        bob.expect("error", code="too_many_rooms")  # lobby, one, two: the server is full
+    finally:
+        ada.close()
+        bob.close()
+
+
+def test_disconnect_leaves_every_room_once(clients):
+    ada, bob = clients("ada"), clients("bob")
+    for room in ("a", "b"):
+        for c in (ada, bob):
+            c.send_frame({"type": "join", "room": room})
+    ada.sync()
+    bob.close()
+    lefts = [m for m in ada.sync() if m["type"] == "left"]
+    assert sorted(m["room"] for m in lefts) == ["a", "b", "lobby"]
+    assert all(m["reason"] == "disconnected" for m in lefts)
+
+
+def test_rooms_in_lines_mode(server, clients, transcript):
+    ada = clients("ada")
+    ada.send_frame({"type": "join", "room": "games"})
+    ada.expect("joined")
+    with nc_client(server.address, "carol", transcript) as nc:
+        nc.send_line("/join games")
+        assert nc.recv_line() == "* You are in games: ada, carol"
+        nc.send_line("plain lines now go to games")
+        ada.wait_frame(lambda m: m.get("text") == "plain lines now go to games" and m["room"] == "games",
+                       "carol's line in games")
+        ada.send_frame({"type": "say", "text": "hi", "room": "games"})
+        assert nc.recv_line() == "[games] <ada> hi"
+        nc.send_line("/rooms")
+        assert nc.recv_line() == "* Rooms: games (2), lobby (2)"
+        nc.send_line("/who games")
+        assert nc.recv_line() == "* In games: ada, carol"
+        nc.send_line("/leave")
+        assert nc.recv_line() == "* carol left games (left)"
+        nc.send_line("lobby again")
+        ada.wait_frame(lambda m: m.get("text") == "lobby again" and m["room"] == "lobby", "carol in the lobby")
+        nc.send_line("/help")
+        assert "/join ROOM" in nc.recv_line()
+
+
+# ---------------------------------------------------------------- history
+
+
+def test_joining_shows_recent_history_marked_as_such(clients):
+    ada = clients("ada")
+    for i in range(3):
+        ada.send_frame({"type": "say", "text": f"before {i}"})
+    ada.sync()
+    bob = clients()
+    bob.send_frame({"type": "hello", "name": "bob"})
+    bob.expect("welcome")
+    history = bob.expect("history", room="lobby")
+    assert [m["text"] for m in history["messages"]] == ["before 0", "before 1", "before 2"]
+    assert all(m["type"] == "message" and m["from"] == "ada" for m in history["messages"])
+
+
+def test_history_paging(clients):
+    ada = clients("ada")
+    for i in range(30):
+        ada.send_frame({"type": "say", "text": f"m{i}"})
+    ada.sync()
+    ada.send_frame({"type": "history", "room": "lobby", "limit": 10})
+    page = ada.expect("history")["messages"]
+    assert [m["text"] for m in page] == [f"m{i}" for i in range(20, 30)]
+    ada.send_frame({"type": "history", "room": "lobby", "limit": 10, "before": page[0]["id"]})
+    assert [m["text"] for m in ada.expect("history")["messages"]] == [f"m{i}" for i in range(10, 20)]
+    ada.send_frame({"type": "history", "limit": "ten"})
+    ada.expect("error", code="bad_frame")
+
+
+def test_history_in_lines_mode(server, clients, transcript):
+    ada = clients("ada")
+    ada.send_frame({"type": "say", "text": "remember me"})
+    ada.sync()
+    with nc_client(server.address, "carol", transcript) as nc:
+        assert nc.recv_line() == "--- history of lobby: 1 messages ---"
+        assert nc.recv_line().endswith("<ada> remember me")
+        assert nc.recv_line() == "--- end of history ---"
+        nc.send_line("/history 5")
+        assert nc.recv_line().startswith("--- history of lobby")
+
+
+def test_history_survives_a_restart_with_db(model, tmp_path, transcript):
+    db = str(tmp_path / "chat.db")
+    first = make_server(model, "127.0.0.1", 0, db=db).start()
+    try:
+        ada = frames_client(first.address, "ada", transcript)
+        ada.send_frame({"type": "say", "text": "written to disk"})
+        said = ada.expect("message")
+        ada.close()
+    finally:
+        first.stop()
+    second = make_server(model, "127.0.0.1", 0, db=db).start()
+    try:
+        bob = frames_client(second.address, "bob", transcript)
+        history = bob.expect("history")["messages"]
+        assert [(m["id"], m["text"]) for m in history] == [(said["id"], "written to disk")]
+        bob.send_frame({"type": "say", "text": "after the restart"})
+        assert bob.expect("message")["id"] > said["id"]  # ids keep growing
+        bob.close()
+    finally:
+        second.stop()
+
+
+def test_private_messages_are_not_in_history(clients):
+    ada, bob = clients("ada"), clients("bob")
+    ada.sync()
+    ada.send_frame({"type": "dm", "to": "bob", "text": "secret"})
+    ada.expect("message")
+    ada.send_frame({"type": "history"})
+    assert ada.expect("history")["messages"] == []
