@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 import signal
 import sys
 
@@ -80,7 +81,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .terminal import run
 
     host, port = args.address
-    return run(host, port, args.name)
+    return run(host, port, args.name, downloads=args.downloads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("address", nargs="?", type=parse_address, default=(DEFAULT_HOST, DEFAULT_PORT),
                       metavar="HOST[:PORT]", help=f"server to join (default {DEFAULT_HOST}:{DEFAULT_PORT})")
     chat.add_argument("--name", help="your name (asked for if not given)")
+    chat.add_argument("--downloads", type=Path, default=None, metavar="DIR",
+                      help="where files you /accept are saved (default: the current folder)")
     chat.set_defaults(func=cmd_chat)
     return parser
 

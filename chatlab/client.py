@@ -13,12 +13,15 @@ Usable from scripts, tests and notebooks::
         print(ada.wait_for("message")["text"])
 
 Events are the server's messages as dicts (see ``docs/protocol.md``), plus
-one the client makes itself when the connection ends:
-``{"type": "disconnected", "reason": ...}``.
+two the client makes itself: ``{"type": "disconnected", "reason": ...}``
+when the connection ends, and ``{"type": "file_received", "file": ...,
+"name": ..., "data": ..., "ok": ...}`` when a file it accepted is complete.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import queue
@@ -27,6 +30,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+from .files import CHUNK
 from .framing import FrameDecoder, FramingError
 from .protocol import encode_message
 from .servers.base import DEFAULT_HOST, DEFAULT_PORT, format_address
@@ -92,6 +96,9 @@ class ChatClient:
         self._outgoing: queue.Queue[bytes | None] = queue.Queue()
         self._ping_ids = itertools.count(1)
         self._closed = False
+        self._uploads: dict[str, bytes] = {}  # SHA-256 -> data of files we offered
+        self._downloads: dict[str, bytearray] = {}  # file id -> data so far
+        self.offers: dict[str, dict[str, Any]] = {}  # file id -> the file_offer we received
         try:
             leftover = self._read_banner()
         except BaseException:
@@ -150,6 +157,19 @@ class ChatClient:
         self._outgoing.put(None)  # let the send thread finish too
 
     def _deliver(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "file_upload":  # the server pulls the next chunk of a file we offered
+            data = self._uploads[event["sha256"]]
+            seq = event["seq"]
+            self.send({"type": "file_chunk", "file": event["file"], "seq": seq,
+                       "data": base64.b64encode(data[seq * CHUNK : (seq + 1) * CHUNK]).decode("ascii")})
+            return  # plumbing, not news
+        if kind == "file_offer":
+            self.offers[event["file"]] = event
+        if kind == "file_chunk" and event["file"] in self._downloads:
+            event = self._file_chunk(event)
+            if event is None:
+                return
         if event.get("type") == "welcome":
             self.name = event["name"]
         if event.get("type") in ("welcome", "users"):
@@ -197,6 +217,52 @@ class ChatClient:
         ping_id = self.ping()
         self.wait_for(lambda e: e["type"] == "pong" and e["id"] == ping_id, timeout)
         return time.perf_counter() - started
+
+    # ----------------------------------------------------------------- files
+
+    def send_file(self, data: bytes, name: str, to: str | None = None, room: str | None = None) -> None:
+        """Offer a file to a person or a room (default: the lobby).
+
+        Returns at once: the server then pulls the file chunk by chunk, and the
+        receive thread answers each request.  ``file_sent`` (or an ``error``)
+        tells how it went.
+        """
+        sha256 = hashlib.sha256(data).hexdigest()
+        self._uploads[sha256] = bytes(data)
+        offer: dict[str, Any] = {"type": "file_offer", "name": name, "size": len(data), "sha256": sha256}
+        if to is not None:
+            offer["to"] = to
+        elif room is not None:
+            offer["room"] = room
+        self.send(offer)
+
+    def accept_file(self, file_id: str, wait: bool = True, timeout: float = 60.0) -> bytes | None:
+        """Fetch an offered file.  With ``wait``, return its bytes once checked;
+        otherwise a ``file_received`` event (with ``data`` and ``ok``) comes later."""
+        self._downloads[file_id] = bytearray()
+        self.send({"type": "file_accept", "file": file_id})
+        if not wait:
+            return None
+        done = self.wait_for(lambda e: e["type"] == "file_received" and e["file"] == file_id, timeout)
+        if not done["ok"]:
+            raise ChatError("bad_checksum", f"file {file_id} arrived damaged: its SHA-256 does not match")
+        return done["data"]
+
+    def decline_file(self, file_id: str) -> None:
+        self.send({"type": "file_decline", "file": file_id})
+
+    def _file_chunk(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Keep a chunk; ask for the next, or check the whole file (on the receive thread)."""
+        data = self._downloads[event["file"]]
+        data += base64.b64decode(event["data"])
+        if not event["last"]:
+            self.send({"type": "file_get", "file": event["file"], "seq": event["seq"] + 1})
+            return None
+        del self._downloads[event["file"]]
+        offer = self.offers.get(event["file"], {})
+        return {"type": "file_received", "file": event["file"], "name": offer.get("name"),
+                "from": offer.get("from"), "data": bytes(data),
+                "ok": hashlib.sha256(data).hexdigest() == offer.get("sha256")}
 
     # ---------------------------------------------------------------- events
 

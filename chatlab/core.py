@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
+from .files import FileSharing
 from .framing import FramingError
 from .history import History
 from .limits import Limits
@@ -99,7 +100,7 @@ class Client:
 
 
 @dataclass
-class ChatCore:
+class ChatCore(FileSharing):
     limits: Limits = field(default_factory=Limits)
     banner: bytes = BANNER
     history: History = field(default_factory=History)  # in memory unless given a file
@@ -154,6 +155,7 @@ class ChatCore:
         """Time passed.  Every server calls this about twice a second, so that
         rules about time (timeouts) need no clock of their own."""
         self.history.flush()  # one commit per tick for all the messages since the last
+        self._expire_files(now)
         return []
 
     def shutdown(self, now: float) -> list[Effect]:
@@ -215,9 +217,7 @@ class ChatCore:
 
     def _on_dm(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
         self._require_registered(client)
-        target = self.members.get(name_key(msg["to"]))
-        if target is None:
-            raise ProtocolError(UNKNOWN_USER, f"nobody called {msg['to'][:40]} is here")
+        target = self._user(msg["to"])
         message = self._message(client, self._check_text(msg["text"]), now, to=target.name)
         log.info("private message %d from %s to %s", message["id"], client.name, target.name)
         # Only the two parties see it; the sender's copy confirms it, as in a room.
@@ -291,6 +291,12 @@ class ChatCore:
 
     def _notify_closing(self, client: Client, reason: str, message: str, out: list[Effect]) -> None:
         self._send(client, {"type": "closing", "reason": reason, "message": message}, out)
+
+    def _user(self, name: str) -> Client:
+        target = self.members.get(name_key(name))
+        if target is None:
+            raise ProtocolError(UNKNOWN_USER, f"nobody called {name[:40]} is here")
+        return target
 
     def _check_text(self, text: str) -> str:
         if self.limits.max_text and len(text) > self.limits.max_text:
@@ -375,4 +381,5 @@ class ChatCore:
             del self.members[client.key]
             for room in list(client.rooms.values()):
                 self._exit(client, room, reason, out)
+        self._expire_files(now, client)
         log.info("%s closed (%s) after %.1f s", client, reason, lasted)

@@ -37,6 +37,11 @@ MAX_ROOMS_PER_USER = 10
 #: Messages of a room's history sent on joining it, and the most one history request returns.
 HISTORY_ON_JOIN = 20
 HISTORY_PAGE = 100
+#: The largest file one may share, all the files the server holds at once, and
+#: how long (seconds) it holds a file for its recipients to fetch.
+MAX_FILE_BYTES = 8 * MiB
+FILE_STORE_BYTES = 64 * MiB
+FILE_TTL = 600
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class Limits:
     max_rooms_per_user: int = MAX_ROOMS_PER_USER
     history_on_join: int = HISTORY_ON_JOIN
     history_page: int = HISTORY_PAGE
+    max_file_bytes: int = MAX_FILE_BYTES
+    file_store_bytes: int = FILE_STORE_BYTES
+    file_ttl: float = FILE_TTL
 
     def __post_init__(self) -> None:
         for field in ("max_line", "max_frame", "max_name", "max_text", "outbox_bytes"):

@@ -62,6 +62,12 @@ CLIENT_MESSAGES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "ping": ({}, {}),  # "id" may be any JSON value; it is echoed in the pong
     "help": ({}, {}),
     "bye": ({}, {}),
+    # File sharing (see chatlab/files.py): offered, pulled chunk by chunk, checked.
+    "file_offer": ({"name": str, "size": int, "sha256": str}, {"to": str, "room": str}),
+    "file_chunk": ({"file": str, "seq": int, "data": str}, {}),
+    "file_accept": ({"file": str}, {}),
+    "file_decline": ({"file": str}, {}),
+    "file_get": ({"file": str, "seq": int}, {}),
 }
 JSON_TYPES = {str: "a string", int: "an integer"}
 
@@ -264,6 +270,9 @@ def render_line(msg: dict[str, Any]) -> str:
         return "\n".join(lines + ["--- end of history ---"])
     if kind == "help":
         return f"* {msg['text']}"
+    if kind == "file_offer":
+        return (f"* {msg['from']} offers the file {msg['name']} ({msg['size']:,} bytes, id {msg['file']});"
+                " a chatlab client can /accept it")
     if kind == "pong":
         return "* pong"
     if kind == "error":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from .client import ChatClient, ChatConnectionError, ChatError
@@ -25,17 +26,47 @@ except ImportError:  # pragma: no cover - platform dependent
     readline = None  # type: ignore[assignment]
 
 PROMPT = "> "
-HELP = "Commands: /who lists who is here, /quit leaves (so does Ctrl+C or Ctrl+D), /help shows this."
+HELP = (
+    "Type to talk in your current room. /join ROOM, /leave, /rooms, /who [ROOM], "
+    "/msg NAME TEXT (private), /history [N], /send NAME|#ROOM FILE, /accept ID, /decline ID, "
+    "/quit (or Ctrl+C, Ctrl+D), /help."
+)
 
 
 def describe(event: dict[str, Any]) -> str:
-    """One incoming event as a line for a person to read."""
-    if event["type"] == "message":
+    """One incoming event as text for a person to read."""
+    kind = event["type"]
+    if kind == "message":
         clock = time.strftime("%H:%M:%S", time.localtime(event["ts"]))
-        return f"[{clock}] <{event['from']}> {event['text']}"
-    if event["type"] == "disconnected":
+        if "to" in event:  # private: set apart from room chatter
+            return f"[{clock}] *{event['from']} -> {event['to']}* {event['text']}"
+        room = event.get("room", "lobby")
+        where = "" if room == "lobby" else f"[{room}] "
+        return f"[{clock}] {where}<{event['from']}> {event['text']}"
+    if kind == "disconnected":
         return f"* {event['reason']}"
+    if kind == "file_offer":
+        return (f"* {event['from']} offers {event['name']} ({event['size']:,} bytes): "
+                f"/accept {event['file']} or /decline {event['file']}")
+    if kind == "file_sent":
+        return f"* file {event['file']} is ready for: {', '.join(event['recipients']) or 'nobody'}"
+    if kind in ("file_accepted", "file_declined"):
+        return f"* {event['by']} {kind[5:]} file {event['file']}"
     return render_line(event)
+
+
+def save_file(event: dict[str, Any], folder: Path) -> str:
+    """Write a received file into ``folder`` under a name that overwrites nothing."""
+    if not event["ok"]:
+        return f"! file {event['file']} arrived damaged (SHA-256 mismatch): not saved"
+    name = Path(event["name"] or event["file"]).name  # never a path from the network
+    target = folder / name
+    stem, suffix, n = target.stem, target.suffix, 1
+    while target.exists():
+        target = folder / f"{stem} ({n}){suffix}"
+        n += 1
+    target.write_bytes(event["data"])
+    return f"* saved {name} from {event['from']} ({len(event['data']):,} bytes, SHA-256 checked) as {target}"
 
 
 class Terminal:
@@ -64,7 +95,8 @@ class Terminal:
         return line
 
 
-def run(host: str, port: int, name: str | None, terminal: Terminal | None = None) -> int:
+def run(host: str, port: int, name: str | None, terminal: Terminal | None = None,
+        downloads: Path | None = None) -> int:
     """Chat until /quit, Ctrl+C, end of input or the server going away.  Returns an exit status."""
     term = terminal or Terminal()
     try:
@@ -76,27 +108,67 @@ def run(host: str, port: int, name: str | None, terminal: Terminal | None = None
         if not _register(client, name, term):
             return 1
         term.show(f"* Joined as {client.name}. {HELP}")
-        printer = threading.Thread(target=_print_events, args=(client, term), daemon=True)
+        room = {"current": "lobby"}  # where plain lines go; shared with the printer
+        printer = threading.Thread(target=_print_events, args=(client, term, room, downloads or Path.cwd()),
+                                   daemon=True)
         printer.start()
         while printer.is_alive():
             try:
                 line = term.read()
             except EOFError:
                 break
-            command = line.strip().lower()
-            if command == "/quit":
+            if line.strip().lower() == "/quit":
                 break
-            if command == "/help":
-                term.show(HELP)
-            elif command == "/who":
-                client.who()
-            elif line.strip():
-                client.say(line)
+            try:
+                _command(client, line, room, term)
+            except (OSError, ValueError) as exc:
+                term.show(f"! {exc}")
     except KeyboardInterrupt:
         pass
     finally:
         client.close()
     return 0
+
+
+def _command(client: ChatClient, line: str, room: dict[str, str], term: Terminal) -> None:
+    """Carry out one typed line: a command, or text for the current room."""
+    words = line.split(" ", 2) if line.startswith("/") and not line.startswith("//") else []
+    command = words[0].lower() if words else ""
+    args = [w for w in words[1:] if w]
+    if not command:
+        if line.strip():
+            client.send({"type": "say", "text": line[1:] if line.startswith("//") else line,
+                         "room": room["current"]})
+    elif command == "/help":
+        term.show(HELP)
+    elif command in ("/who", "/rooms", "/history"):
+        msg: dict[str, Any] = {"type": command[1:]}
+        if command == "/who" and args:
+            msg["room"] = args[0]
+        if command == "/history":
+            msg.update(room=room["current"], limit=int(args[0]) if args else 20)
+        client.send(msg)
+    elif command == "/join" and args:
+        client.send({"type": "join", "room": args[0]})
+        room["current"] = args[0].lstrip("#")  # the next line goes there, even if typed at once
+    elif command == "/leave":
+        client.send({"type": "leave", "room": args[0] if args else room["current"]})
+    elif command == "/msg" and len(args) == 2:
+        client.send({"type": "dm", "to": args[0], "text": args[1]})
+    elif command == "/send" and len(args) == 2:
+        target, path = args[0], Path(args[1]).expanduser()
+        data = path.read_bytes()
+        if target.startswith("#"):
+            client.send_file(data, path.name, room=target[1:])
+        else:
+            client.send_file(data, path.name, to=target)
+        term.show(f"* offering {path.name} ({len(data):,} bytes) to {target}")
+    elif command == "/accept" and args:
+        client.accept_file(args[0], wait=False)
+    elif command == "/decline" and args:
+        client.decline_file(args[0])
+    else:
+        raise ValueError(f"not understood: {line.strip()[:40]} (try /help)")
 
 
 def _register(client: ChatClient, name: str | None, term: Terminal) -> bool:
@@ -120,8 +192,16 @@ def _register(client: ChatClient, name: str | None, term: Terminal) -> bool:
             name = None
 
 
-def _print_events(client: ChatClient, term: Terminal) -> None:
+def _print_events(client: ChatClient, term: Terminal, room: dict[str, str], downloads: Path) -> None:
     for event in client.events():
+        kind = event["type"]
+        if kind == "joined" and event.get("name") == client.name and "members" in event:
+            room["current"] = event["room"]  # we joined a room: our lines go there now
+        elif kind == "left" and event.get("name") == client.name and event.get("room") == room["current"]:
+            room["current"] = "lobby"
+        if kind == "file_received":
+            term.show(save_file(event, downloads))
+            continue
         term.show(describe(event))
-        if event["type"] == "disconnected" and term.interactive:
+        if kind == "disconnected" and term.interactive:
             term.show("* Press Enter to exit.")

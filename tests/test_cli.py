@@ -156,3 +156,22 @@ def test_chat_notices_the_server_going_away(processes):
     assert "shutting down" in out
     assert "Traceback" not in err
     assert proc.returncode == 0
+
+
+def test_chat_rooms_private_messages_and_files_from_the_terminal(processes, tmp_path):
+    from chatlab.client import ChatClient
+
+    shared = tmp_path / "notes.txt"
+    shared.write_bytes(b"lecture notes\n" * 1000)
+    with ThreadedServer(port=0) as server, ChatClient(*server.address, name="watcher") as watcher:
+        watcher.send({"type": "join", "room": "games"})
+        watcher.wait_for("joined")
+        proc = processes(start("chat", "--name", "bob", "%s:%d" % server.address, stdin=subprocess.PIPE))
+        proc.stdin.write("/join games\nin games\n/msg watcher psst\n" f"/send watcher {shared}\n")
+        proc.stdin.flush()
+        assert watcher.wait_for(lambda e: e["type"] == "message" and e["from"] == "bob")["room"] == "games"
+        assert watcher.wait_for(lambda e: e["type"] == "message" and "to" in e)["text"] == "psst"
+        offer = watcher.wait_for("file_offer")
+        assert watcher.accept_file(offer["file"]) == shared.read_bytes()
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0

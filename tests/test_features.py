@@ -237,3 +237,98 @@ def test_private_messages_are_not_in_history(clients):
     ada.expect("message")
     ada.send_frame({"type": "history"})
     assert ada.expect("history")["messages"] == []
+
+
+# ---------------------------------------------------------- file sharing
+
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import os  # noqa: E402
+
+from chatlab.client import ChatClient  # noqa: E402
+from chatlab.files import CHUNK  # noqa: E402
+
+
+def test_a_file_to_one_person_arrives_whole_and_checked(server):
+    data = os.urandom(3 * CHUNK + 123)
+    with ChatClient(*server.address, name="ada") as ada, ChatClient(*server.address, name="bob") as bob:
+        ada.send_file(data, "../../secret/notes.bin", to="bob")
+        offer = bob.wait_for("file_offer")
+        assert offer["name"] == "notes.bin"  # never a path: it could climb directories
+        assert offer["size"] == len(data) and offer["sha256"] == hashlib.sha256(data).hexdigest()
+        assert ada.wait_for("file_sent")["recipients"] == ["bob"]
+        assert bob.accept_file(offer["file"]) == data
+        assert ada.wait_for("file_accepted")["by"] == "bob"
+
+
+def test_a_file_to_a_room_can_be_declined(server):
+    with ChatClient(*server.address, name="ada") as ada, ChatClient(*server.address, name="bob") as bob:
+        ada.send_file(b"hello file", "hello.txt")  # to the lobby
+        offer = bob.wait_for("file_offer")
+        assert offer["room"] == "lobby" and offer["from"] == "ada"
+        bob.decline_file(offer["file"])
+        assert ada.wait_for("file_declined")["by"] == "bob"
+
+
+def test_chat_flows_between_the_chunks_of_a_file(clients):
+    """The receiver pulls chunk by chunk: a message said mid-transfer arrives mid-transfer."""
+    ada, bob, carol = clients("ada"), clients("bob"), clients("carol")
+    ada.sync(), bob.sync()
+    data = os.urandom(4 * CHUNK)
+    sha = hashlib.sha256(data).hexdigest()
+    ada.send_frame({"type": "file_offer", "name": "big.bin", "size": len(data), "sha256": sha, "to": "bob"})
+    for seq in range(4):
+        request = ada.expect("file_upload", seq=seq)
+        chunk = base64.b64encode(data[seq * CHUNK:(seq + 1) * CHUNK]).decode()
+        ada.send_frame({"type": "file_chunk", "file": request["file"], "seq": seq, "data": chunk})
+    ada.expect("file_sent")
+    offer = bob.expect("file_offer", sha256=sha)
+    bob.send_frame({"type": "file_accept", "file": offer["file"]})
+    received = base64.b64decode(bob.expect("file_chunk", seq=0)["data"])
+    carol.send_frame({"type": "say", "text": "meanwhile"})  # while the file is in flight
+    bob.expect("message", text="meanwhile")
+    for seq in range(1, 4):
+        bob.send_frame({"type": "file_get", "file": offer["file"], "seq": seq})
+        chunk = bob.expect("file_chunk", seq=seq)
+        received += base64.b64decode(chunk["data"])
+    assert chunk["last"] and received == data
+
+
+def test_a_file_that_does_not_match_its_checksum_is_refused(clients):
+    ada, bob = clients("ada"), clients("bob")
+    ada.sync()
+    ada.send_frame({"type": "file_offer", "name": "x", "size": 3, "sha256": "0" * 64, "to": "bob"})
+    request = ada.expect("file_upload", seq=0)
+    ada.send_frame({"type": "file_chunk", "file": request["file"], "seq": 0, "data": base64.b64encode(b"abc").decode()})
+    ada.expect("error", code="bad_checksum")
+    assert [m for m in bob.sync() if m["type"] == "file_offer"] == []
+
+
+@pytest.mark.parametrize("offer, code", [
+    ({"name": "x", "size": 10 ** 9, "sha256": "0" * 64, "to": "bob"}, "too_large"),
+    ({"name": "x", "size": 1, "sha256": "not hex", "to": "bob"}, "bad_file"),
+    ({"name": "..", "size": 1, "sha256": "0" * 64, "to": "bob"}, "bad_file"),
+    ({"name": "x", "size": 1, "sha256": "0" * 64, "to": "nobody"}, "unknown_user"),
+])
+def test_bad_file_offers(clients, offer, code):
+    ada, bob = clients("ada"), clients("bob")
+    ada.sync()
+    ada.send_frame({"type": "file_offer", **offer})
+    ada.expect("error", code=code)
+
+
+def test_only_the_recipients_may_fetch_a_file(clients):
+    ada, bob, eve = clients("ada"), clients("bob"), clients("eve")
+    ada.sync()
+    ada.send_frame({"type": "file_offer", "name": "x", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(),
+                    "to": "bob"})
+    file_id = ada.wait_frame(lambda m: m["type"] == "file_sent", "file_sent")[-1]["file"]
+    eve.send_frame({"type": "file_accept", "file": file_id})
+    eve.expect("error", code="unknown_file")
+
+
+def test_lines_mode_sees_file_offers(server, transcript):
+    with ChatClient(*server.address, name="ada") as ada, nc_client(server.address, "carol", transcript) as nc:
+        ada.send_file(b"data", "report.txt", to="carol")
+        line = nc.recv_line()
+        assert "ada offers the file report.txt (4 bytes" in line

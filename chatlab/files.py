@@ -1,0 +1,190 @@
+"""File sharing: sending a file in chunks without stopping the chat.
+
+A file may be megabytes; a frame is at most 64 KiB, and one huge frame
+would hold up everything behind it on the connection.  So a file travels
+as many small ``file_chunk`` frames, each carrying 32 KiB (base64-encoded
+in JSON), with other messages free to pass between them.
+
+The server stores and forwards: it first *pulls* the file from the sender,
+one chunk at a time, checks the SHA-256 checksum the sender announced, and
+only then offers it to the recipients.  Each recipient that accepts then
+pulls it from the server, again one chunk per request.
+
+Why pull, one chunk at a time?  Flow control.  Pushing a whole file into
+a connection would queue megabytes in the server's outbox for that client
+(and in the sender's own send queue, in front of its chat messages).  When
+the receiver asks for each chunk, at most one chunk is ever in flight per
+transfer, the outbox stays small, and a chat message waits behind at most
+32 KiB.  The cost is one round trip per chunk -- the classic trade-off of
+a stop-and-wait protocol, which TCP itself avoids with a sliding window.
+
+This is a mixin of ``ChatCore``: the handlers below are the core's
+``_on_file_*`` message handlers, and use its helpers to send and check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .protocol import ProtocolError, clean_text
+
+log = logging.getLogger("chatlab.core")
+
+CHUNK = 32 * 1024  # bytes of file data in one file_chunk frame (base64 makes it ~43.7 KB)
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+UNKNOWN_FILE = "unknown_file"  # no such transfer, or not one you may touch
+BAD_FILE = "bad_file"  # a bad name, size, checksum field or chunk
+BAD_CHECKSUM = "bad_checksum"  # the data does not match the SHA-256 announced
+
+
+@dataclass(eq=False)
+class Transfer:
+    id: str
+    sender: Any  # the Client who offered it
+    name: str
+    size: int
+    sha256: str
+    to: Any | None  # a Client, for a file to one person
+    room: Any | None  # a Room, for a file to a room
+    created: float
+    data: bytearray = field(default_factory=bytearray)
+    offered_to: set = field(default_factory=set)  # client ids that were offered it
+
+    @property
+    def complete(self) -> bool:
+        return len(self.data) == self.size
+
+    @property
+    def chunks(self) -> int:
+        return max(1, -(-self.size // CHUNK))  # ceiling division; an empty file is one empty chunk
+
+    def chunk(self, seq: int) -> str:
+        return base64.b64encode(self.data[seq * CHUNK : (seq + 1) * CHUNK]).decode("ascii")
+
+
+def safe_file_name(name: str) -> str:
+    """Only the last part of a path, cleaned: a file name must never climb directories."""
+    name = clean_text(name).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if name in ("", ".", "..") or len(name) > 255:
+        raise ProtocolError(BAD_FILE, "a file needs a name of 1 to 255 characters")
+    return name
+
+
+class FileSharing:
+    """The ``file_*`` handlers of the chat core."""
+
+    _file_ids = itertools.count(1)
+
+    def _files(self) -> dict[str, Transfer]:
+        if not hasattr(self, "_transfers"):
+            self._transfers: dict[str, Transfer] = {}
+        return self._transfers
+
+    def _transfer(self, msg: dict[str, Any]) -> Transfer:
+        transfer = self._files().get(msg["file"])
+        if transfer is None:
+            raise ProtocolError(UNKNOWN_FILE, f"no file {msg['file'][:20]!r} (it may have expired)")
+        return transfer
+
+    def _on_file_offer(self, client, msg, now, out) -> None:
+        self._require_registered(client)
+        limits = self.limits
+        if msg["size"] < 0 or not SHA256_HEX.fullmatch(msg["sha256"]):
+            raise ProtocolError(BAD_FILE, "a file offer needs a size >= 0 and a SHA-256 as 64 lowercase hex digits")
+        if limits.max_file_bytes and msg["size"] > limits.max_file_bytes:
+            raise ProtocolError("too_large", f"files are limited to {limits.max_file_bytes} bytes")
+        stored = sum(t.size for t in self._files().values())
+        if limits.file_store_bytes and stored + msg["size"] > limits.file_store_bytes:
+            raise ProtocolError("too_large", "the server is holding too many files; try again later")
+        to = room = None
+        if msg.get("to"):
+            to = self._user(msg["to"])
+        else:
+            room = self._member_room(client, msg.get("room"))
+        transfer = Transfer(f"f{next(self._file_ids)}", client, safe_file_name(msg["name"]), msg["size"],
+                            msg["sha256"], to, room, now)
+        self._files()[transfer.id] = transfer
+        log.info("%s offers file %s (%s, %d bytes)", client.name, transfer.id, transfer.name, transfer.size)
+        self._pull_upload(transfer, out)
+
+    def _pull_upload(self, transfer: Transfer, out) -> None:
+        """Ask the sender for the next chunk, or, once all is in, check it and offer it."""
+        if not transfer.complete:
+            seq = len(transfer.data) // CHUNK
+            self._send(transfer.sender, {"type": "file_upload", "file": transfer.id, "seq": seq,
+                                         "sha256": transfer.sha256}, out)
+            return
+        if hashlib.sha256(transfer.data).hexdigest() != transfer.sha256:
+            del self._files()[transfer.id]
+            raise ProtocolError(BAD_CHECKSUM, f"file {transfer.id}: the data does not match its SHA-256")
+        offer = {"type": "file_offer", "file": transfer.id, "from": transfer.sender.name, "name": transfer.name,
+                 "size": transfer.size, "sha256": transfer.sha256}
+        if transfer.to is not None:
+            recipients = [transfer.to]
+            offer["to"] = transfer.to.name
+        else:
+            recipients = [m for m in transfer.room.members.values() if m is not transfer.sender]
+            offer["room"] = transfer.room.name
+        for recipient in recipients:
+            transfer.offered_to.add(recipient.id)
+            self._send(recipient, offer, out)
+        self._send(transfer.sender, {"type": "file_sent", "file": transfer.id,
+                                     "recipients": [r.name for r in recipients]}, out)
+
+    def _on_file_chunk(self, client, msg, now, out) -> None:
+        transfer = self._transfer(msg)
+        expected = len(transfer.data) // CHUNK
+        if transfer.sender is not client or transfer.complete or msg["seq"] != expected:
+            raise ProtocolError(BAD_FILE, f"file {transfer.id}: expected chunk {expected} from its sender")
+        try:
+            data = base64.b64decode(msg["data"], validate=True)
+        except binascii.Error:
+            raise ProtocolError(BAD_FILE, f"file {transfer.id}: chunk {expected} is not base64") from None
+        if len(data) != min(CHUNK, transfer.size - len(transfer.data)):
+            del self._files()[transfer.id]
+            raise ProtocolError(BAD_FILE, f"file {transfer.id}: chunk {expected} has the wrong size")
+        transfer.data += data
+        self._pull_upload(transfer, out)
+
+    def _offered(self, client, msg) -> Transfer:
+        transfer = self._transfer(msg)
+        if client.id not in transfer.offered_to:
+            raise ProtocolError(UNKNOWN_FILE, f"file {transfer.id} was not offered to you")
+        return transfer
+
+    def _on_file_accept(self, client, msg, now, out) -> None:
+        transfer = self._offered(client, msg)
+        if transfer.sender.id in self.clients:
+            self._send(transfer.sender, {"type": "file_accepted", "file": transfer.id, "by": client.name}, out)
+        self._on_file_get(client, {"file": transfer.id, "seq": 0}, now, out)
+
+    def _on_file_get(self, client, msg, now, out) -> None:
+        transfer = self._offered(client, msg)
+        seq = msg["seq"]
+        if not 0 <= seq < transfer.chunks:
+            raise ProtocolError(BAD_FILE, f"file {transfer.id} has chunks 0 to {transfer.chunks - 1}")
+        self._send(client, {"type": "file_chunk", "file": transfer.id, "seq": seq, "data": transfer.chunk(seq),
+                            "last": seq == transfer.chunks - 1}, out)
+
+    def _on_file_decline(self, client, msg, now, out) -> None:
+        transfer = self._offered(client, msg)
+        transfer.offered_to.discard(client.id)
+        if transfer.sender.id in self.clients:
+            self._send(transfer.sender, {"type": "file_declined", "file": transfer.id, "by": client.name}, out)
+
+    def _expire_files(self, now: float, client=None) -> None:
+        """Forget transfers past their time, and unfinished uploads of a client who left."""
+        for fid, transfer in list(self._files().items()):
+            old = self.limits.file_ttl and now - transfer.created > self.limits.file_ttl
+            abandoned = transfer.sender is client and not transfer.complete
+            if old or abandoned:
+                del self._files()[fid]
+                log.info("file %s forgotten (%s)", fid, "expired" if old else "sender left")
