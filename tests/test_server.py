@@ -130,7 +130,9 @@ def test_join_and_leave_are_announced_exactly_once(clients):
     carol.expect("closing", reason="quit")
     carol.expect_closed()
     bob.close()  # vanishes without a bye
-    seen = ada.sync()
+    # Wait for bob's notice itself (a ping could overtake his close), then sync.
+    seen = ada.wait_frame(lambda m: m["type"] == "left" and m["name"] == "bob", "bob's left notice")
+    seen += ada.sync()
     assert [m for m in seen if m["type"] in ("joined", "left")] == [
         {"type": "joined", "name": "bob", "room": "lobby"},
         {"type": "joined", "name": "carol", "room": "lobby"},
