@@ -6,10 +6,17 @@
 from __future__ import annotations
 
 from ..limits import Limits
+from .aio import AsyncioServer
 from .base import DEFAULT_HOST, DEFAULT_PORT, BaseServer, ServerError, format_address, open_listener
+from .selector import SelectorServer
 from .threads import ThreadedServer
 
-MODELS: dict[str, type[BaseServer]] = {"threads": ThreadedServer}
+# The same chat core behind three ways of waiting on many sockets.
+MODELS: dict[str, type[BaseServer]] = {
+    "threads": ThreadedServer,  # a reader and a writer thread per client
+    "selectors": SelectorServer,  # one thread, non-blocking sockets, a selectors event loop
+    "asyncio": AsyncioServer,  # one asyncio event loop, a reader and a writer task per client
+}
 
 
 def make_server(
@@ -25,6 +32,6 @@ def make_server(
 
 
 __all__ = [
-    "MODELS", "BaseServer", "ServerError", "ThreadedServer", "make_server",
+    "MODELS", "AsyncioServer", "BaseServer", "SelectorServer", "ServerError", "ThreadedServer", "make_server",
     "format_address", "open_listener", "DEFAULT_HOST", "DEFAULT_PORT",
 ]

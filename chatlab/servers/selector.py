@@ -1,0 +1,373 @@
+"""The ``selectors`` server: one thread, many sockets, readiness notification.
+
+The thread-per-client server (``threads.py``) is easy to read because each
+client's story is a straight line: block in ``recv()``, handle it, repeat.
+But a blocked thread is an expensive way to wait.  Each one costs a stack
+and a kernel task, and the scheduler juggles all of them; at ten thousand
+clients (the "C10k problem") that cost, not the network, is the limit.
+
+Most of those threads are asleep, waiting for a socket to have something to
+say.  So ask the kernel one question instead: *which* of these sockets are
+ready?  ``select()``, ``poll()`` and Linux's ``epoll`` answer it;
+Python's ``selectors.DefaultSelector`` picks the best one the platform has.
+One thread then loops: wait until some sockets are ready, serve each ready
+one a little, never block, repeat.  That loop is an *event loop*; asyncio
+(``aio.py``) is built on exactly this one.
+
+What changes, compared with ``threads.py``:
+
+* **Sockets are non-blocking.**  ``recv()`` and ``send()`` return at once,
+  with whatever the kernel had or could take.  A ``send()`` may take only
+  part of the data, so each client has an *output buffer*: what is still to
+  be sent waits there for the next time the socket is writable.
+* **Write interest only while there is something to write.**  A healthy
+  socket is nearly always writable; watching it for writability all the
+  time would make ``select()`` return at once, forever: a busy loop.
+* **No locks.**  One thread owns the chat core and every socket, so effects
+  are applied in the core's order simply because nothing else runs.
+* **No thread to block.**  A client that stops reading only makes its own
+  buffer grow; when it would pass ``limits.outbox_bytes`` the client is
+  dropped as too slow, exactly as in ``threads.py``.
+
+The price: no handler may ever block or run long, because while it runs
+nobody else is served.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+
+from ..core import Close, Effect, Send
+from .base import BaseServer, format_address
+
+log = logging.getLogger("chatlab.server")
+
+RECV_SIZE = 65536  # bytes asked of one recv(): one system call can bring many messages
+LINGER = 2.0  # seconds for a closing peer to take our last bytes, and then to close its side
+TICK = 0.5  # seconds between calls to core.tick()
+ACCEPT_BATCH = 64  # connections accepted per loop turn: a flood of joins cannot starve the chat
+ACCEPT_PAUSE = 0.1  # seconds without accepting after accept() failed (e.g. out of file descriptors)
+
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+class Connection:
+    """One client: its socket, the bytes still to send it, and how far it is in closing."""
+
+    # One of these per client, touched on every message: slots keep it small
+    # and its attribute lookups fast.
+    __slots__ = ("sock", "id", "peer", "out", "events", "open", "closing", "fin_sent", "peer_eof", "deadline")
+
+    def __init__(self, sock: socket.socket, cid: int, peer: str):
+        self.sock, self.id, self.peer = sock, cid, peer
+        self.out = bytearray()  # queued for this client, not yet taken by the kernel
+        self.events = 0  # what the selector watches this socket for (0: not registered)
+        self.open = True  # the socket is open and in the server's table
+        self.closing = False  # the core said Close: send what is queued, then FIN
+        self.fin_sent = False  # our side is shut: we wait for the peer's EOF
+        self.peer_eof = False  # the peer closed its side
+        self.deadline = 0.0  # (monotonic) when a closing connection is cut off
+
+
+class SelectorServer(BaseServer):
+    model = "selectors"
+
+    def _start(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.connections: dict[int, Connection] = {}
+        self._ids = itertools.count(1)
+        self._dirty: list[Connection] = []  # buffers filled this turn, to send before the next wait
+        self._closing: set[Connection] = set()  # connections with a deadline to watch
+        self._accept_resume = 0.0  # (monotonic) when to accept again after a failure; 0: accepting
+        self._stop_requested = False
+        self._stop_timeout = 2.0
+        self._stop_lock = threading.Lock()
+        # stop() runs in another thread, and the loop may be asleep in
+        # select(): a byte on this socket pair wakes it.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self.listener.setblocking(False)  # type: ignore[union-attr]
+        self.selector.register(self.listener, READ)  # data None: not a client
+        self.selector.register(self._wake_r, READ)
+        self._thread = threading.Thread(target=self._run, name="chatlab-selector", daemon=True)
+        self._thread.start()
+
+    def _stop(self, timeout: float) -> None:
+        with self._stop_lock:  # a second stop() waits for the first, then finds nothing to do
+            if not self._thread.is_alive():
+                return
+            if threading.current_thread() is self._thread:
+                raise RuntimeError("stop() called from inside the server's own loop")
+            self._stop_timeout = timeout
+            self._stop_requested = True
+            try:
+                self._wake_w.send(b"x")
+            except OSError:
+                pass  # the loop has ended on its own
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("the selector loop did not stop within %.1f s", timeout)
+
+    # ------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + TICK
+        cut_at: float | None = None  # set when stopping: when the last connections are cut off
+        try:
+            while True:
+                if self._stop_requested and cut_at is None:
+                    cut_at = time.monotonic() + self._stop_timeout / 2
+                    self._begin_shutdown()
+                # Everything queued during the last turn goes out now, one
+                # send() per client however many messages it holds.
+                self._flush_dirty()
+                if cut_at is not None and (not self.connections or time.monotonic() >= cut_at):
+                    break
+                if self._accept_resume and time.monotonic() >= self._accept_resume and cut_at is None:
+                    self._accept_resume = 0.0
+                    self.selector.register(self.listener, READ)
+                wake_at = min(t for t in (next_tick, cut_at, self._accept_resume) if t)
+                for key, events in self.selector.select(max(0.0, wake_at - time.monotonic())):
+                    conn = key.data
+                    if conn is None:
+                        if key.fileobj is self.listener:
+                            self._accept()
+                        else:
+                            self._wake_r.recv(64)  # stop() knocked; the loop top sees why
+                    elif conn.open:
+                        try:
+                            if events & READ:
+                                self._read(conn)
+                            if events & WRITE and conn.open:
+                                self._flush(conn)
+                        except Exception:
+                            self._failed(conn)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + TICK
+                    try:
+                        self._apply(self.core.tick(time.time()))
+                    except Exception:
+                        log.exception("the chat core's tick failed")
+                    self._cut_overdue()
+        except Exception:
+            log.exception("the selector loop failed; closing every connection")
+        finally:
+            for conn in list(self.connections.values()):
+                self._forget(conn)
+            self.selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _begin_shutdown(self) -> None:
+        if not self._accept_resume:
+            self.selector.unregister(self.listener)
+        self._accept_resume = 0.0
+        # Every client gets the core's "closing" notice, then a graceful
+        # close; the loop gives them half the stop timeout to close their
+        # side, then cuts the rest off.
+        self._apply(self.core.shutdown(time.time()))
+
+    # ------------------------------------------------------------- events
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = self.listener.accept()  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                return  # the backlog is empty
+            except ConnectionAbortedError:
+                continue  # the client gave up while waiting in the backlog
+            except OSError as exc:
+                # EMFILE ("too many open files") and friends.  The waiting
+                # connection stays in the backlog, so the listener stays
+                # readable: retrying at once would spin.  Stop watching it
+                # for a moment instead; clients already here are still served.
+                log.error("accept failed: %s; not accepting for %.1f s", exc, ACCEPT_PAUSE)
+                self.selector.unregister(self.listener)
+                self._accept_resume = time.monotonic() + ACCEPT_PAUSE
+                return
+            conn = Connection(sock, next(self._ids), format_address(address))
+            try:
+                sock.setblocking(False)
+                # Chat messages are small and someone is waiting for each:
+                # no Nagle delay (holding a small write until the last is acked).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.connections[conn.id] = conn
+                self._watch(conn)
+                self._apply(self.core.connect(conn.id, conn.peer, time.time()))
+            except Exception:
+                self._failed(conn)
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            # One recv() per ready socket per turn, as large as possible:
+            # a busy sender is served in big bites, but cannot starve the
+            # others (whatever is left makes it ready again next turn).
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # reset by the peer, or worse
+            self._lost(conn, exc)
+            return
+        if data:
+            if not conn.closing:  # after Close, late bytes are read and dropped
+                self._apply(self.core.receive(conn.id, data, time.time()))
+            return
+        # End of stream: the peer closed its side.
+        conn.peer_eof = True
+        if not conn.closing:
+            self._apply(self.core.disconnect(conn.id, "disconnected", time.time()))
+            self._begin_close(conn)  # even if the core had nothing to say
+        self._dirty.append(conn)  # the flush finishes the close (and stops the reading)
+
+    def _flush(self, conn: Connection) -> None:
+        """Send as much of the buffer as the kernel takes; finish a close once it is empty."""
+        out = conn.out
+        if out:
+            try:
+                sent = conn.sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:  # reset, broken pipe: the peer is gone
+                self._lost(conn, exc)
+                return
+            # Deleting from the front of a bytearray is cheap in CPython (it
+            # moves a start pointer), so a partial send costs no copying.
+            del out[:sent]
+        if not out and conn.closing:
+            if not conn.fin_sent:
+                # Graceful close: FIN after the last byte, then wait for the
+                # peer's own FIN.  Closing at once, with bytes from the peer
+                # still unread, would send a reset that can destroy the
+                # goodbye we just sent.
+                try:
+                    conn.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass  # the peer is already gone; the close below or the deadline ends it
+                conn.fin_sent = True
+                conn.deadline = time.monotonic() + LINGER
+            if conn.peer_eof:
+                self._forget(conn)  # both sides closed: done
+                return
+        self._watch(conn)
+
+    def _flush_dirty(self) -> None:
+        # Flushing can lose a connection, whose departure queues a "left"
+        # notice for others: keep going until nothing new was queued.
+        while self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for conn in dirty:
+                if conn.open:
+                    try:
+                        self._flush(conn)
+                    except Exception:
+                        self._failed(conn)
+
+    def _watch(self, conn: Connection) -> None:
+        """Tell the selector what this socket is waiting for now."""
+        # Read until the peer's EOF; wait for writability only while bytes
+        # are waiting (a writable socket would otherwise wake us every turn).
+        want = (0 if conn.peer_eof else READ) | (WRITE if conn.out else 0)
+        if want == conn.events:
+            return
+        if not conn.events:
+            self.selector.register(conn.sock, want, conn)
+        elif not want:
+            self.selector.unregister(conn.sock)
+        else:
+            self.selector.modify(conn.sock, want, conn)
+        conn.events = want
+
+    # ------------------------------------------------------------ effects
+
+    def _apply(self, effects: list[Effect]) -> None:
+        """Do what the core said, in its order: append to buffers, start closes."""
+        connections, limit, dirty = self.connections, self.limits.outbox_bytes, self._dirty
+        too_slow: list[Connection] = []
+        for effect in effects:
+            if type(effect) is Send:
+                # The fast path.  A broadcast arrives encoded once, with every
+                # recipient in ``to``: the work per recipient is one append to
+                # its buffer, and no send() yet -- the flush before the next
+                # wait sends each buffer whole, however many messages it holds.
+                data = effect.data
+                for cid in effect.to:
+                    conn = connections.get(cid)
+                    if conn is None:
+                        continue  # gone already
+                    out = conn.out
+                    if limit and len(out) + len(data) > limit:
+                        self._drop_too_slow(conn, len(data))
+                        too_slow.append(conn)
+                        continue
+                    if not out:
+                        dirty.append(conn)  # an empty buffer is not watched yet: flush it this turn
+                    out += data
+            elif type(effect) is Close:
+                conn = connections.get(effect.client)
+                if conn is not None:
+                    self._begin_close(conn)
+        # The core learns of a slow client after the whole list is applied,
+        # so its "left" notice follows every message it had already ordered.
+        for conn in too_slow:
+            self._apply(self.core.disconnect(conn.id, "too_slow", time.time()))
+
+    def _begin_close(self, conn: Connection) -> None:
+        if conn.closing:
+            return
+        conn.closing = True
+        conn.deadline = time.monotonic() + LINGER  # to send what is queued
+        self._closing.add(conn)
+        self._dirty.append(conn)
+
+    # ------------------------------------------------- endings, good and bad
+
+    def _forget(self, conn: Connection) -> None:
+        """Close the socket now and remove every trace of the connection."""
+        if not conn.open:
+            return
+        conn.open = False
+        if conn.events:
+            self.selector.unregister(conn.sock)
+            conn.events = 0
+        conn.sock.close()
+        conn.out = bytearray()  # let the queued bytes go now
+        del self.connections[conn.id]
+        self._closing.discard(conn)
+
+    def _lost(self, conn: Connection, exc: BaseException) -> None:
+        """The peer reset the connection or vanished."""
+        log.info("%s: connection lost: %s", conn.peer, exc)
+        self._forget(conn)
+        self._apply(self.core.disconnect(conn.id, "disconnected", time.time()))
+
+    def _drop_too_slow(self, conn: Connection, adding: int) -> None:
+        log.warning(
+            "%s: too slow: %d bytes already queued, %d more would pass the limit of %d; disconnecting",
+            conn.peer, len(conn.out), adding, self.limits.outbox_bytes,
+        )
+        self._forget(conn)
+
+    def _failed(self, conn: Connection) -> None:
+        """A bug while serving one client: log it, drop that client, keep serving the rest."""
+        log.exception("%s: unexpected error; dropping this client", conn.peer)
+        self._forget(conn)
+        try:
+            self._apply(self.core.disconnect(conn.id, "disconnected", time.time()))
+        except Exception:
+            log.exception("%s: the core failed to forget it", conn.peer)
+
+    def _cut_overdue(self) -> None:
+        # Checked on each tick, so a deadline may be overshot by up to TICK:
+        # cheaper than keeping every deadline in order, and the exact moment
+        # of giving up on a silent peer does not matter.
+        now = time.monotonic()
+        for conn in [c for c in self._closing if now >= c.deadline]:
+            what = "close its side" if conn.fin_sent else f"take its last {len(conn.out)} bytes"
+            log.info("%s: did not %s within %.0f s; closing anyway", conn.peer, what, LINGER)
+            self._forget(conn)
