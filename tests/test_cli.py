@@ -88,6 +88,27 @@ def test_serve_then_ctrl_c_stops_gracefully(processes, tmp_path):
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", text)  # timestamped
 
 
+@pytest.mark.skipif(os.name == "nt", reason="SIGINT to a child is POSIX-only")
+@pytest.mark.parametrize("model", ["selectors", "asyncio"])
+def test_serve_an_event_loop_model_then_ctrl_c(processes, model):
+    proc = processes(start("serve", "--port", "0", "--model", model))
+    address = listening_address(proc)
+    client = frames_client(address, "ada")
+    try:
+        client.send_frame({"type": "say", "text": f"served by {model}"})
+        client.expect("message", text=f"served by {model}")
+        proc.send_signal(signal.SIGINT)  # what Ctrl+C does
+        client.expect("closing", reason="shutdown")
+        client.expect_closed()
+    finally:
+        client.close()
+    assert proc.wait(timeout=5) == 0
+    err = proc.stderr.read()
+    assert "Traceback" not in err
+    # The log names the model that really ran, from start to stop.
+    assert f"{model} server listening on" in err and f"{model} server stopped" in err
+
+
 def test_address_already_in_use_is_explained(processes):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
