@@ -1,0 +1,232 @@
+"""Plots of what the lab instruments measured (matplotlib).
+
+Every plot answers "what was measured, on what, in which unit": each
+helper takes a ``title`` (what was measured) and ``on`` (where: the server
+model, loopback, the machine -- ``chatlab.lab.where()`` writes it), and
+labels its axes with units.  Each returns the matplotlib ``Figure``; in a
+notebook it is shown at the end of the cell.
+
+This is the only chatlab module that imports matplotlib, so the server,
+the client and the tests of the core run without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from .lab import CLOSED, CONNECT_STARTED, CONNECTED, RECEIVED, REGISTERED, SENT, Recorder, describe, percentile
+
+# One colour per meaning, the same in every plot.
+COLOURS = {"sent": "tab:blue", "received": "tab:orange", "link": "0.75", "registered": "tab:green",
+           "closed": "tab:red", "p50": "tab:green", "p99": "tab:red"}
+
+
+def _titled(fig: Figure, title: str, on: str) -> Figure:
+    fig.suptitle(f"{title}\n{on}" if on else title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ timeline
+
+
+def timeline(recorder: Recorder, title: str = "Connection timeline", on: str = "") -> Figure:
+    """One row per client, a bar from ``connect()`` to close, with its messages on it.
+
+    ``|`` marks registration; ``▲`` a frame the client sent, ``•`` one it received.
+    """
+    clients = recorder.clients()
+    events = recorder.events
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * len(clients)))
+    end = max((e.t for e in events), default=0.0)
+    for row, client in enumerate(clients):
+        mine = [e for e in events if e.client == client]
+        start = next((e.t for e in mine if e.kind in (CONNECT_STARTED, CONNECTED)), mine[0].t)
+        stop = next((e.t for e in mine if e.kind == CLOSED), end)
+        ax.plot([start * 1000, stop * 1000], [row, row], color=COLOURS["link"], linewidth=7,
+                solid_capstyle="butt", zorder=1)
+        sent = [e.t * 1000 for e in mine if e.kind == SENT]
+        got = [e.t * 1000 for e in mine if e.kind == RECEIVED]
+        reg = [e.t * 1000 for e in mine if e.kind == REGISTERED]
+        ax.scatter(sent, [row + 0.12] * len(sent), marker="^", s=28, color=COLOURS["sent"], zorder=3,
+                   label="frame sent" if row == 0 else None)
+        ax.scatter(got, [row - 0.12] * len(got), marker="o", s=14, color=COLOURS["received"], zorder=3,
+                   label="frame received" if row == 0 else None)
+        ax.scatter(reg, [row] * len(reg), marker="|", s=260, color=COLOURS["registered"], zorder=2,
+                   label="registered" if row == 0 else None)
+        if any(e.kind == CLOSED for e in mine):
+            ax.scatter([stop * 1000], [row], marker="x", s=40, color=COLOURS["closed"], zorder=3,
+                       label="closed" if row == 0 else None)
+    ax.set_yticks(range(len(clients)), clients)
+    ax.set_ylim(len(clients) - 0.5, -0.5)  # first client on top
+    ax.set_xlabel("time since the recorder started (ms, monotonic clock)")
+    ax.set_ylabel("client")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.3 / max(1, len(clients))), ncol=4,
+              fontsize=8, frameon=False)
+    return _titled(fig, title, on)
+
+
+# ------------------------------------------------------------------- latency
+
+
+def latency(seconds: Sequence[float], title: str = "Latency", on: str = "", bins: int = 40,
+            what: str = "latency") -> Figure:
+    """A histogram and a cumulative distribution (CDF), with p50 and p99 marked (ms)."""
+    values = [s * 1000 for s in seconds]
+    if not values:
+        raise ValueError("no latencies to plot")
+    p50, p99 = percentile(values, 50), percentile(values, 99)
+    fig, (hist, cdf) = plt.subplots(1, 2, figsize=(10, 3.6))
+    hist.hist(values, bins=bins, color=COLOURS["sent"], alpha=0.8)
+    hist.set_xlabel(f"{what} (ms)")
+    hist.set_ylabel("count")
+    ordered = sorted(values)
+    cdf.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], color=COLOURS["sent"])
+    cdf.set_xlabel(f"{what} (ms)")
+    cdf.set_ylabel("fraction of samples at or below")
+    cdf.set_ylim(0, 1.02)
+    for ax in (hist, cdf):
+        for q, value in (("p50", p50), ("p99", p99)):
+            ax.axvline(value, color=COLOURS[q], linestyle="--", linewidth=1,
+                       label=f"{q} = {value:.3g} ms" if ax is hist else None)
+        ax.grid(alpha=0.3)
+    hist.legend(fontsize=8)
+    cdf.set_title(f"n = {len(values)}, max = {max(values):.3g} ms", fontsize=9)
+    return _titled(fig, title, on)
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def throughput(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str = "Throughput",
+               on: str = "", xlabel: str = "number of clients", ylabel: str = "messages delivered per second",
+               log_x: bool = False) -> Figure:
+    """One line per label: a measured rate against the number of clients."""
+    return lines(series, title, on, xlabel, ylabel, log_x=log_x)
+
+
+def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, on: str, xlabel: str,
+          ylabel: str, log_x: bool = False, log_y: bool = False, ax: Any = None) -> Figure:
+    """Measured points joined by lines, one series per label (memory, latency... against a size)."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
+    for label, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if len(series) > 1 or any(series):
+        ax.legend(fontsize=8)
+    return _titled(fig, title, on)
+
+
+def bars(values: dict[str, float], title: str, on: str, ylabel: str, xlabel: str = "",
+         annotate: str = "{:.3g}") -> Figure:
+    """One bar per label, each value written on its bar."""
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(values) + 2), 3.8))
+    labels = list(values)
+    drawn = ax.bar(labels, [values[k] for k in labels], color=COLOURS["sent"])
+    for bar, label in zip(drawn, labels):
+        ax.annotate(annotate.format(values[label]), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.grid(axis="y", alpha=0.3)
+    plt.setp(ax.get_xticklabels(), rotation=20 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
+    return _titled(fig, title, on)
+
+
+# ---------------------------------------------------------- sequence diagram
+
+
+def sequence(recorder: Recorder, client: str, title: str = "Frames between client and server", on: str = "",
+             limit: int = 30, server: str = "server") -> Figure:
+    """A sequence diagram of one client's conversation: time runs down the page.
+
+    Times are those the client saw (when it sent, when it decoded): the
+    server's own clock is not known, so arrows are drawn level, each at the
+    moment the client measured it.
+    """
+    events = [e for e in recorder.events if e.client == client][:limit]
+    if not events:
+        raise ValueError(f"no events for {client!r}")
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.34 * len(events)))
+    t0 = events[0].t
+    for x, name in ((0, client), (1, server)):
+        ax.axvline(x, color="0.4", linewidth=1.2)
+        ax.text(x, -0.9, name, ha="center", va="bottom", fontsize=10, fontweight="bold")
+    for row, e in enumerate(events):
+        ms = (e.t - t0) * 1000
+        label = f"{describe(e.msg) or e.kind}"[:48]
+        if e.kind == SENT:
+            ax.annotate("", xy=(1, row), xytext=(0, row),
+                        arrowprops={"arrowstyle": "->", "color": COLOURS["sent"]})
+            ax.text(0.5, row - 0.12, f"{label} ({e.size} B)", ha="center", va="bottom", fontsize=8,
+                    color=COLOURS["sent"])
+        elif e.kind == RECEIVED:
+            ax.annotate("", xy=(0, row), xytext=(1, row),
+                        arrowprops={"arrowstyle": "->", "color": COLOURS["received"]})
+            ax.text(0.5, row - 0.12, f"{label} ({e.size} B)", ha="center", va="bottom", fontsize=8,
+                    color=COLOURS["received"])
+        else:
+            colour = COLOURS["closed"] if e.kind == CLOSED else COLOURS["registered"]
+            ax.text(-0.04, row, e.kind.replace("_", " "), ha="right", va="center", fontsize=8, color=colour)
+        ax.text(1.04, row, f"{ms:8.2f} ms", ha="left", va="center", fontsize=8, family="monospace")
+    ax.set_xlim(-0.55, 1.4)
+    ax.set_ylim(len(events) - 0.4, -1.2)
+    ax.set_yticks([])
+    ax.set_xticks([])
+    ax.set_ylabel("time at the client (ms, runs downwards)")
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    return _titled(fig, title, on)
+
+
+# --------------------------------------------------------------- byte stream
+
+
+def stream_pieces(rows: dict[str, Sequence[int]], title: str = "How the byte stream was cut", on: str = "",
+                  boundaries: Sequence[int] = ()) -> Figure:
+    """Each row is one way of cutting the same stream: piece sizes, laid end to end.
+
+    ``rows`` maps a label ("send() calls", "recv() results") to the sizes of
+    its pieces; ``boundaries`` (byte offsets) marks where messages end.
+    """
+    fig, ax = plt.subplots(figsize=(10, 0.9 + 0.7 * len(rows)))
+    palette = ["tab:blue", "tab:cyan"], ["tab:orange", "gold"], ["tab:green", "yellowgreen"], ["tab:purple", "plum"]
+    for row, (label, sizes) in enumerate(rows.items()):
+        offset = 0
+        colours = palette[row % len(palette)]
+        for i, size in enumerate(sizes):
+            ax.barh(row, size, left=offset, height=0.6, color=colours[i % 2], edgecolor="white", linewidth=0.5)
+            offset += size
+    for b in boundaries:
+        ax.axvline(b, color="black", linestyle=":", linewidth=1)
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("offset in the byte stream (bytes)" + ("; dotted lines: message ends" if boundaries else ""))
+    return _titled(fig, title, on)
+
+
+def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], columns: Sequence[str], title: str, on: str,
+            xlabel: str, ylabel: str, unit: str = "") -> Figure:
+    """A table of numbers as colours, each cell written out (e.g. messages from whom to whom)."""
+    fig, ax = plt.subplots(figsize=(1.6 + 0.6 * len(columns), 1.4 + 0.45 * len(rows)))
+    image = ax.imshow(matrix, cmap="Blues", aspect="auto")
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(columns)), list(columns))
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(image, ax=ax, label=unit)
+    return _titled(fig, title, on)
