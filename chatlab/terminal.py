@@ -11,6 +11,8 @@ gets plain output with no escape sequences.
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 import threading
 import time
@@ -96,11 +98,11 @@ class Terminal:
 
 
 def run(host: str, port: int, name: str | None, terminal: Terminal | None = None,
-        downloads: Path | None = None) -> int:
+        downloads: Path | None = None, tls: bool = False, cafile: str | None = None) -> int:
     """Chat until /quit, Ctrl+C, end of input or the server going away.  Returns an exit status."""
     term = terminal or Terminal()
     try:
-        client = ChatClient(host, port)
+        client = ChatClient(host, port, tls=tls, cafile=cafile)
     except ChatConnectionError as exc:
         print(f"chatlab: {exc}", file=sys.stderr)
         return 1
@@ -172,7 +174,8 @@ def _command(client: ChatClient, line: str, room: dict[str, str], term: Terminal
 
 
 def _register(client: ChatClient, name: str | None, term: Terminal) -> bool:
-    """Ask for a name until the server accepts one."""
+    """Ask for a name (and, where it has an account, its password) until the server accepts one."""
+    password: str | None = None
     while True:
         if name is None:
             if not term.interactive:
@@ -183,13 +186,32 @@ def _register(client: ChatClient, name: str | None, term: Terminal) -> bool:
             except EOFError:
                 return False
         try:
-            client.register(name)
+            client.register(name, password=password)
             return True
         except ChatError as exc:
+            if exc.code == "auth_required" and password is None:
+                password = _ask_password(name, term)
+                if password is None:
+                    return False
+                continue  # the same name again, with its password
             print(f"chatlab: {exc.message}", file=sys.stderr)
             if not term.interactive:
                 return False
-            name = None
+            name, password = None, None
+
+
+def _ask_password(name: str, term: Terminal) -> str | None:
+    """The password for ``name``: typed without echo, or from CHATLAB_PASSWORD in scripts."""
+    if not term.interactive:
+        if "CHATLAB_PASSWORD" in os.environ:
+            return os.environ["CHATLAB_PASSWORD"]
+        print(f"chatlab: {name} needs a password on this server: run chatlab chat in a terminal, "
+              "or set CHATLAB_PASSWORD", file=sys.stderr)
+        return None
+    try:
+        return getpass.getpass(f"Password for {name}: ")
+    except EOFError:
+        return None
 
 
 def _print_events(client: ChatClient, term: Terminal, room: dict[str, str], downloads: Path) -> None:

@@ -1,0 +1,130 @@
+"""TLS over real sockets: encrypted chat, a verified server, and what goes wrong."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from chatlab.client import ChatClient, ChatConnectionError
+from chatlab.lab import Relay
+from chatlab.servers import MODELS, make_server
+from chatlab.tls import client_context, make_lab_pki, server_context
+
+pytestmark = pytest.mark.timeout(60)
+
+TLS_MODELS = sorted(name for name, cls in MODELS.items() if cls.supports_tls)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_lab_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(params=TLS_MODELS)
+def tls_server(request, pki):
+    server = make_server(request.param, "127.0.0.1", 0, tls=server_context(pki["cert"], pki["key"]))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_chat_over_tls(tls_server, pki):
+    with ChatClient(*tls_server.address, name="ada", tls=True, cafile=pki["ca"]) as ada, \
+            ChatClient(*tls_server.address, name="bob", tls=True, cafile=pki["ca"]) as bob:
+        assert ada.tls.version in ("TLSv1.2", "TLSv1.3")
+        ada.say("over TLS")
+        assert bob.wait_for("message")["text"] == "over TLS"
+        data = bytes(range(256)) * 300  # a file, through the same encrypted pipe
+        ada.send_file(data, "blob.bin", to="bob")
+        assert bob.accept_file(bob.wait_for("file_offer")["file"]) == data
+
+
+def test_an_eavesdropper_sees_the_text_without_tls_and_not_with_it(pki):
+    secret = "meet me at the library at 5"
+    plain = make_server("threads", "127.0.0.1", 0).start()
+    tls = make_server("threads", "127.0.0.1", 0, tls=server_context(pki["cert"], pki["key"])).start()
+    try:
+        for server, use_tls in ((plain, False), (tls, True)):
+            with Relay(server.address, min_piece=4096, max_piece=4096, pause=0) as relay:
+                with ChatClient(*relay.address, name="ada", tls=use_tls, cafile=pki["ca"]) as ada:
+                    ada.say(secret)
+                    ada.wait_for("message")
+                seen = relay.stream("c2s") + relay.stream("s2c")
+            assert (secret.encode() in seen) is not use_tls
+            assert seen  # the relay did see the traffic, encrypted or not
+    finally:
+        plain.stop()
+        tls.stop()
+
+
+def test_a_client_that_does_not_trust_the_server_refuses_it(tls_server):
+    with pytest.raises(ChatConnectionError, match="not trusted"):
+        ChatClient(*tls_server.address, name="ada", tls=True)  # the system CAs do not know the lab CA
+
+
+def test_the_certificate_must_name_the_host(tmp_path, pki):
+    other = make_lab_pki(tmp_path / "other", hosts=["chat.example.invalid"])
+    server = make_server("threads", "127.0.0.1", 0, tls=server_context(other["cert"], other["key"])).start()
+    try:
+        with pytest.raises(ChatConnectionError, match="not trusted"):
+            ChatClient(*server.address, tls=client_context(other["ca"]))  # we dialled 127.0.0.1
+    finally:
+        server.stop()
+
+
+def test_plain_text_to_the_tls_port_gets_a_hint_and_is_logged(tls_server, caplog):
+    caplog.set_level(logging.WARNING, logger="chatlab")
+    with socket.create_connection(tls_server.address, timeout=5) as sock:
+        sock.sendall(b"ada\n")  # a person with nc, on the wrong port
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    assert b"speaks TLS" in received
+    assert any("plain text" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stalled_handshake_is_cut_off_and_others_carry_on(tls_server, pki, caplog):
+    caplog.set_level(logging.WARNING, logger="chatlab")
+    tls_server.tls_handshake_timeout = 0.5
+    with socket.create_connection(tls_server.address, timeout=5) as staller:
+        # Connected, says nothing: the server must not wait for it forever.
+        with ChatClient(*tls_server.address, name="ada", tls=True, cafile=pki["ca"]) as ada:
+            assert ada.rtt() >= 0  # a TLS client is served meanwhile
+        assert staller.recv(1) == b""  # closed by the server
+    assert any("handshake" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("model", sorted(set(MODELS) - set(TLS_MODELS)))
+def test_models_without_tls_say_so(model, pki):
+    with pytest.raises(ValueError, match="TLS"):
+        make_server(model, "127.0.0.1", 0, tls=server_context(pki["cert"], pki["key"]))
+
+
+def test_certs_serve_and_chat_commands(tmp_path):
+    folder = tmp_path / "certs"
+    made = subprocess.run([sys.executable, "-m", "chatlab", "certs", "--out", str(folder)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert {p.name for p in folder.iterdir()} == {"ca.pem", "ca-key.pem", "server.pem", "server-key.pem"}
+    proc = subprocess.Popen([sys.executable, "-m", "chatlab", "serve", "--port", "0", "--tls",
+                             "--cert", str(folder / "server.pem"), "--key", str(folder / "server-key.pem")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "TLS" in line
+        port = int(line.rsplit(":", 1)[1])
+        with ChatClient("127.0.0.1", port, name="watcher", tls=True, cafile=str(folder / "ca.pem")) as watcher:
+            chat = subprocess.run([sys.executable, "-m", "chatlab", "chat", "--name", "bob", "--cafile",
+                                   str(folder / "ca.pem"), f"127.0.0.1:{port}"],
+                                  input="secure hello\n", capture_output=True, text=True, timeout=30)
+            assert chat.returncode == 0, chat.stderr
+            assert watcher.wait_for("message")["text"] == "secure hello"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
