@@ -7,12 +7,14 @@ types in a terminal and what a notebook calls are the same code.
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 from pathlib import Path
 import signal
 import sys
 
 from . import __version__
+from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
 from .limits import Limits
 from .servers import DEFAULT_HOST, DEFAULT_PORT, MODELS, ServerError, format_address, make_server
 
@@ -48,8 +50,16 @@ def setup_logging(log_file: str | None, verbose: bool) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log, args.verbose)
-    limits = Limits(outbox_bytes=args.outbox_bytes)
-    server = make_server(args.model, args.host, args.port, limits, db=args.db)
+    try:
+        limits = Limits(outbox_bytes=args.outbox_bytes, **{field: getattr(args, field) for field, _, _ in LIMIT_OPTIONS})
+        accounts = Accounts.load(args.users, required=not args.guests) if args.users else None
+    except (ValueError, AccountsError) as exc:
+        print(f"chatlab serve: {exc}", file=sys.stderr)
+        return 2
+    if args.guests and not args.users:
+        print("chatlab serve: --guests only makes sense with --users FILE", file=sys.stderr)
+        return 2
+    server = make_server(args.model, args.host, args.port, limits, db=args.db, accounts=accounts)
     try:
         server.start()
     except ServerError as exc:
@@ -60,6 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host in ("0.0.0.0", "::"):
         print("Listening on every interface: others on your network can join with "
               "'chatlab chat YOUR-IP:%d'. Your firewall may ask to allow it." % server.address[1], flush=True)
+    if accounts is not None:
+        who = "names with an account need its password" if args.guests else "every name needs an account"
+        print(f"{len(accounts.entries)} accounts from {args.users}: {who}.", flush=True)
     print("Press Ctrl+C to stop.", flush=True)
     # A polite "terminate" (from a notebook or a process manager) stops the
     # server the same graceful way Ctrl+C does.
@@ -84,6 +97,60 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run(host, port, args.name, downloads=args.downloads)
 
 
+# The limits ``chatlab serve`` takes as options, each named after its Limits
+# field (docs/protocol.md, section 9, and docs/security.md say why each is so).
+LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("max_line", int, "longest line in lines mode, in bytes"),
+    ("max_frame", int, "largest frame payload, in bytes"),
+    ("max_name", int, "longest name, in characters (0: no limit)"),
+    ("max_text", int, "longest message, in characters (0: no limit)"),
+    ("register_timeout", float, "seconds a new connection has to say hello (0: no limit)"),
+    ("idle_timeout", float, "seconds of silence before a connection is closed as idle (0: never)"),
+    ("ping_interval", float, "seconds of silence before a frames client is sent a keep-alive ping (0: never)"),
+    ("max_clients", int, "open connections in all (0: no limit)"),
+    ("max_per_address", int, "open connections from one address (0: no limit)"),
+    ("accept_rate", float, "new connections a second from one address, after a burst (0: no limit)"),
+    ("accept_burst", int, "the burst of new connections from one address"),
+    ("rate_limit", float, "messages a second from one client, after a burst (0: no limit)"),
+    ("rate_burst", int, "the burst of messages from one client"),
+    ("flood_limit", int, "messages refused for rate, in one flood, before disconnecting (0: never)"),
+    ("auth_delay", float, "seconds before a wrong password is answered (0: at once)"),
+    ("auth_tries", int, "wrong passwords before the connection is closed (0: no limit)"),
+)
+
+
+def read_password(name: str) -> str:
+    """A new password: typed twice without echo at a terminal, else one line of stdin (for scripts)."""
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"Password for {name}: ")
+        if getpass.getpass("The same again: ") != first:
+            raise AccountsError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.name:
+        print(f"chatlab users {args.action}: give the account's NAME", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "add":
+            changed = add_account(args.file, args.name, read_password(args.name))
+            print(f"{'changed the password of' if changed else 'added'} {args.name} in {args.file}")
+        elif args.action == "remove":
+            if not remove_account(args.file, args.name):
+                print(f"chatlab users: no account {args.name} in {args.file}", file=sys.stderr)
+                return 1
+            print(f"removed {args.name} from {args.file}")
+        else:
+            for name, _ in read_accounts(args.file).values():
+                print(name)
+    except (AccountsError, OSError) as exc:
+        print(f"chatlab users: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatlab", description="A teaching lab kit for TCP socket programming: a multi-client chat."
@@ -106,7 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bytes queued for one client before it is dropped as too slow "
                             "(default %(default)s; 0: no limit)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    for field, kind, text in LIMIT_OPTIONS:
+        serve.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(Limits, field),
+                           metavar="N", help=f"{text}; default %(default)s")
+    serve.add_argument("--users", metavar="FILE",
+                       help="accounts file (see 'chatlab users'): every name then needs its password")
+    serve.add_argument("--guests", action="store_true",
+                       help="with --users: names without an account may join without a password")
     serve.set_defaults(func=cmd_serve)
+
+    users = sub.add_parser("users", help="manage the accounts of a server run with --users")
+    users.add_argument("action", choices=["add", "remove", "list"],
+                       help="add NAME (or change its password), remove NAME, or list the names")
+    users.add_argument("name", nargs="?", help="the account's name")
+    users.add_argument("--file", default="users.txt", help="the accounts file (default %(default)s)")
+    users.set_defaults(func=cmd_users)
 
     chat = sub.add_parser("chat", help="chat in this terminal")
     chat.add_argument("address", nargs="?", type=parse_address, default=(DEFAULT_HOST, DEFAULT_PORT),

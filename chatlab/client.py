@@ -26,6 +26,7 @@ import itertools
 import json
 import queue
 import socket
+import ssl
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -34,6 +35,7 @@ from .files import CHUNK
 from .framing import FrameDecoder, FramingError
 from .protocol import encode_message
 from .servers.base import DEFAULT_HOST, DEFAULT_PORT, format_address
+from .tls import TLSLayer, client_context, handshake_over
 
 BANNER_LIMIT = 4096
 
@@ -84,17 +86,38 @@ class ChatClient:
         port: int = DEFAULT_PORT,
         name: str | None = None,
         *,
+        password: str | None = None,
         timeout: float = 5.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        tls: bool | ssl.SSLContext = False,
+        cafile: str | None = None,
     ):
         self.timeout = timeout
         self.on_event = on_event  # called on the receive thread, for each event
         self.name: str | None = None
         self.users: list[str] = []
         self.sock = open_connection(host, port, timeout)
+        self.tls: TLSLayer | None = None
+        if tls:
+            # TLS first: the banner and everything after it travel encrypted.
+            context = tls if isinstance(tls, ssl.SSLContext) else client_context(cafile)
+            self.tls = TLSLayer(context, server_side=False, server_hostname=host)
+            try:
+                handshake_over(self.sock, self.tls, timeout)
+            except ssl.SSLCertVerificationError as exc:
+                self.sock.close()
+                raise ChatConnectionError(
+                    f"the server's certificate is not trusted ({exc.verify_message}): "
+                    "give the lab CA file with --cafile, and connect with a name the certificate lists"
+                ) from None
+            except (OSError, ssl.SSLError) as exc:
+                self.sock.close()
+                raise ChatConnectionError(f"TLS handshake failed: {exc}. Is the server running with --tls?") from None
+            self.sock.settimeout(timeout)  # for the banner, as without TLS
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._outgoing: queue.Queue[bytes | None] = queue.Queue()
         self._ping_ids = itertools.count(1)
+        self.keepalives = 0  # keep-alive pings from the server, answered for us
         self._closed = False
         self._uploads: dict[str, bytes] = {}  # SHA-256 -> data of files we offered
         self._downloads: dict[str, bytearray] = {}  # file id -> data so far
@@ -114,7 +137,7 @@ class ChatClient:
         self._sender.start()
         if name is not None:
             try:
-                self.register(name)
+                self.register(name, password=password)
             except BaseException:
                 self.close()
                 raise
@@ -126,7 +149,7 @@ class ChatClient:
         data = b""
         while b"\n" not in data:
             try:
-                chunk = self.sock.recv(BANNER_LIMIT)
+                chunk = self._recv()
             except TimeoutError:
                 raise ChatConnectionError("connected, but the server sent no banner: is it a chatlab server?") from None
             if not chunk:
@@ -136,6 +159,9 @@ class ChatClient:
                 raise ChatConnectionError("the server's banner is too long: is it a chatlab server?")
         banner, _, rest = data.partition(b"\n")
         self.banner = banner.decode("utf-8", "replace")
+        if self.banner.split(" ")[1:2] == ["closing"]:
+            # "chatlab/1 closing server_full: ..." in place of the banner: refused.
+            raise ChatConnectionError(f"the server refused the connection: {self.banner.split(' ', 2)[2]}")
         return rest
 
     def _receive_loop(self, leftover: bytes) -> None:
@@ -146,10 +172,10 @@ class ChatClient:
             while True:
                 for payload in decoder.feed(data):
                     self._deliver(json.loads(payload))
-                data = self.sock.recv(65536)
+                data = self._recv()
                 if not data:
                     break
-        except (OSError, FramingError, ValueError) as exc:
+        except (OSError, FramingError, ValueError, ssl.SSLError) as exc:
             reason = f"connection lost: {exc}"
         if self._closed:
             reason = "closed by us"
@@ -157,6 +183,12 @@ class ChatClient:
         self._outgoing.put(None)  # let the send thread finish too
 
     def _deliver(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "ping":
+            # The server's keep-alive: it heard nothing from us for a while.
+            # Answering shows that we are still here (protocol.md, Keep-alive).
+            self.keepalives += 1
+            self.send({"type": "pong", "id": event.get("id")})
+            return
         kind = event.get("type")
         if kind == "file_upload":  # the server pulls the next chunk of a file we offered
             data = self._uploads[event["sha256"]]
@@ -178,11 +210,28 @@ class ChatClient:
             self.on_event(event)
         self._events.put(event)
 
+    def _recv(self) -> bytes:
+        """The next plaintext from the server (b"" at the end of the stream)."""
+        while True:
+            data = self.sock.recv(65536)
+            if self.tls is None:
+                return data
+            plain = self.tls.receive(data)
+            if plain or not data:
+                return plain
+            # Only TLS housekeeping (e.g. session tickets): read on.
+
     def _send_loop(self) -> None:
         try:
             while (data := self._outgoing.get()) is not None:
+                if self.tls is not None:
+                    self.tls.send(data)
+                    data = self.tls.outgoing()  # the same bytes, encrypted into TLS records
                 self.sock.sendall(data)
-        except OSError:
+            if self.tls is not None:
+                self.tls.close()
+                self.sock.sendall(self.tls.outgoing())
+        except (OSError, ssl.SSLError):
             pass  # the receive thread reports the lost connection
 
     def send(self, msg: dict[str, Any]) -> None:
@@ -191,9 +240,15 @@ class ChatClient:
 
     # ---------------------------------------------------------- the protocol
 
-    def register(self, name: str, timeout: float | None = None) -> dict[str, Any]:
-        """Say hello; return the ``welcome``, or raise ChatError (e.g. ``name_taken``)."""
-        self.send({"type": "hello", "name": name})
+    def register(self, name: str, timeout: float | None = None, *, password: str | None = None) -> dict[str, Any]:
+        """Say hello; return the ``welcome``, or raise ChatError (e.g. ``name_taken``, ``auth_failed``).
+
+        ``password``: for a name with an account on a server run with ``--users``.
+        """
+        hello = {"type": "hello", "name": name}
+        if password is not None:
+            hello["password"] = password
+        self.send(hello)
         reply = self.wait_for(lambda e: e["type"] in ("welcome", "error"), timeout)
         if reply["type"] == "error":
             raise ChatError(reply["code"], reply["message"])

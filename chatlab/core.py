@@ -24,6 +24,8 @@ from typing import Any, Hashable
 
 from .files import FileSharing
 from .framing import FramingError
+from .accounts import Accounts
+from .guard import Defences, Watch
 from .history import History
 from .limits import Limits
 from .protocol import (
@@ -94,16 +96,18 @@ class Client:
     key: str | None = None  # name_key(name): what must be unique
     rooms: dict[str, Room] = field(default_factory=dict)  # room key -> room, in join order
     current_room: str | None = None  # lines mode: the room plain lines go to
+    watch: Watch | None = None  # what the defences note about it (guard.py)
 
     def __str__(self) -> str:
         return f"{self.peer} ({self.name})" if self.name else self.peer
 
 
 @dataclass
-class ChatCore(FileSharing):
+class ChatCore(FileSharing, Defences):
     limits: Limits = field(default_factory=Limits)
     banner: bytes = BANNER
     history: History = field(default_factory=History)  # in memory unless given a file
+    accounts: Accounts | None = None  # names that need a password (None: nobody needs one)
 
     def __post_init__(self) -> None:
         self.clients: dict[ClientId, Client] = {}  # every open connection
@@ -111,12 +115,16 @@ class ChatCore(FileSharing):
         self.rooms: dict[str, Room] = {}  # room key -> room; the lobby always exists
         self.lobby = self._room(DEFAULT_ROOM)
         self.last_message_id = self.history.last_id()  # ids keep growing across restarts
+        self._init_defences()
 
     # ------------------------------------------------------------ events in
 
     def connect(self, cid: ClientId, peer: str, now: float) -> list[Effect]:
         """A TCP connection was accepted.  The server speaks first: the banner."""
-        self.clients[cid] = Client(cid, peer, Wire(self.limits), now)
+        refusal = self._admit(cid, peer, now)  # too many, too fast? (guard.py)
+        if refusal is not None:
+            return refusal
+        self.clients[cid] = Client(cid, peer, Wire(self.limits), now, watch=self._watch(peer, now))
         log.info("%s connected", peer)
         return [Send((cid,), self.banner)]
 
@@ -126,15 +134,21 @@ class ChatCore(FileSharing):
         if client is None:
             return []  # closed already; late bytes are dropped
         out: list[Effect] = []
+        client.watch.last_heard = now  # not idle, whatever it says
         try:
             items, failure = client.wire.feed(data), None
         except FramingError as exc:
             # The frames before the bad one arrived intact: still handle them.
             items, failure = exc.frames, exc
         for item in items:
-            self._handle(client, item, now, out)
+            effects: list[Effect] = []
+            try:
+                self._handle(client, item, now, effects)
+            except Exception:  # a bug: this client alone pays for it (guard.py)
+                return out + self._crashed(client, now)
+            out += effects
             if cid not in self.clients:
-                return out  # that item ended the connection (a "bye")
+                return out  # that item ended the connection (a "bye", a flood)
         if failure is not None:
             self._reply_error(client, failure.code, str(failure), out)
             self._close(client, "protocol_error", f"protocol error: {failure}", now, out)
@@ -153,10 +167,11 @@ class ChatCore(FileSharing):
 
     def tick(self, now: float) -> list[Effect]:
         """Time passed.  Every server calls this about twice a second, so that
-        rules about time (timeouts) need no clock of their own."""
+        rules about time (timeouts, keep-alive pings, delayed answers) need no
+        clock of their own."""
         self.history.flush()  # one commit per tick for all the messages since the last
         self._expire_files(now)
-        return []
+        return self._keep_time(now)  # guard.py
 
     def shutdown(self, now: float) -> list[Effect]:
         """The server is stopping: tell everyone, then close every connection."""
@@ -167,6 +182,7 @@ class ChatCore(FileSharing):
             log.info("%s closed (shutdown) after %.1f s", client, now - client.connected_at)
         self.clients.clear()
         self.members.clear()
+        self._init_defences()
         self.rooms.clear()
         self.lobby = self._room(DEFAULT_ROOM)
         self.history.flush()
@@ -181,7 +197,7 @@ class ChatCore(FileSharing):
 
     def _handle(self, client: Client, item: bytes, now: float, out: list[Effect]) -> None:
         try:
-            msg = client.wire.parse(item, registered=client.name is not None)
+            msg = self._screen(client, item, now, out)  # parsed, within its rate (guard.py)
             if msg is not None:
                 getattr(self, "_on_" + msg["type"])(client, msg, now, out)
         except ProtocolError as exc:
@@ -196,6 +212,8 @@ class ChatCore(FileSharing):
         if problem:
             raise ProtocolError(BAD_NAME, f"{problem}; try another name")
         key = name_key(name)
+        if not self._authenticate(client, name, key, msg, now, out):
+            return  # a password is missing or wrong: answered now, or after a delay (guard.py)
         if key in self.members:
             raise ProtocolError(NAME_TAKEN, f"the name {name} is taken; try another name")
         client.name, client.key = name, key
@@ -287,7 +305,9 @@ class ChatCore(FileSharing):
         out.append(Send((client.id,), client.wire.encode(msg)))
 
     def _reply_error(self, client: Client, code: str, message: str, out: list[Effect]) -> None:
-        self._send(client, {"type": "error", "code": code, "message": message}, out)
+        # Errors often quote what was sent ("unknown command /\x1b[2J"): cleaned
+        # like any text, so that not even the sender's own terminal obeys it.
+        self._send(client, {"type": "error", "code": code, "message": clean_text(message)}, out)
 
     def _notify_closing(self, client: Client, reason: str, message: str, out: list[Effect]) -> None:
         self._send(client, {"type": "closing", "reason": reason, "message": message}, out)
@@ -376,6 +396,7 @@ class ChatCore(FileSharing):
             self._notify_closing(client, reason, notice, out)
         out.append(Close(client.id, reason))
         del self.clients[client.id]
+        self._forget(client)
         lasted = now - client.connected_at
         if client.key is not None and self.members.get(client.key) is client:
             del self.members[client.key]

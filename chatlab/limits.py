@@ -12,7 +12,7 @@ can be switched off, ``0`` means "no limit" (benchmarks use that).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -31,6 +31,33 @@ MAX_TEXT = 4096
 #: Redis's client-output-buffer-limit: generous enough that a healthy client
 #: rides out a burst, small enough that a stalled one cannot eat the server.
 OUTBOX_BYTES = 1 * MiB
+
+# The defences (chatlab/guard.py; docs/security.md explains each choice).
+#: Seconds a new connection has to register (say hello) before it is closed.
+#: Long enough for a person to read the banner and type a name into nc.
+REGISTER_TIMEOUT = 60
+#: Seconds of silence after which a connection is closed as idle.  A person
+#: in nc who only reads is timed out after this; ChatClient never is, as it
+#: answers the keep-alive pings.
+IDLE_TIMEOUT = 15 * 60
+#: Seconds of silence after which the server pings a frames client.
+PING_INTERVAL = 30
+#: Open connections, in all (registered or not), and from one address.
+MAX_CLIENTS = 256
+MAX_PER_ADDRESS = 32
+#: New connections a second from one address, after a burst of ACCEPT_BURST.
+ACCEPT_RATE = 10
+ACCEPT_BURST = 32
+#: Messages a second from one client, after a burst of RATE_BURST.  A person
+#: types far slower; a pasted paragraph fits in the burst.
+RATE_LIMIT = 5
+RATE_BURST = 20
+#: Messages refused for rate, in one flood, before the client is disconnected.
+FLOOD_LIMIT = 50
+#: Seconds before a wrong password is answered, and wrong passwords allowed
+#: on one connection before it is closed.
+AUTH_DELAY = 1.0
+AUTH_TRIES = 3
 #: Rooms on one server, the lobby included, and rooms one client may be in.
 MAX_ROOMS = 100
 MAX_ROOMS_PER_USER = 10
@@ -53,6 +80,18 @@ class Limits:
     max_name: int = MAX_NAME
     max_text: int = MAX_TEXT
     outbox_bytes: int = OUTBOX_BYTES
+    register_timeout: float = REGISTER_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    ping_interval: float = PING_INTERVAL
+    max_clients: int = MAX_CLIENTS
+    max_per_address: int = MAX_PER_ADDRESS
+    accept_rate: float = ACCEPT_RATE
+    accept_burst: int = ACCEPT_BURST
+    rate_limit: float = RATE_LIMIT
+    rate_burst: int = RATE_BURST
+    flood_limit: int = FLOOD_LIMIT
+    auth_delay: float = AUTH_DELAY
+    auth_tries: int = AUTH_TRIES
     max_rooms: int = MAX_ROOMS
     max_rooms_per_user: int = MAX_ROOMS_PER_USER
     history_on_join: int = HISTORY_ON_JOIN
@@ -62,10 +101,24 @@ class Limits:
     file_ttl: float = FILE_TTL
 
     def __post_init__(self) -> None:
-        for field in ("max_line", "max_frame", "max_name", "max_text", "outbox_bytes"):
-            if getattr(self, field) < 0:
-                raise ValueError(f"{field} must be 0 (off) or positive")
+        for field in fields(self):
+            if getattr(self, field.name) < 0:
+                raise ValueError(f"{field.name} must be 0 (off) or positive")
+        for rate, burst in (("rate_limit", "rate_burst"), ("accept_rate", "accept_burst")):
+            if getattr(self, rate) and getattr(self, burst) < 1:
+                raise ValueError(f"with a {rate}, {burst} must be at least 1")
         if self.max_frame >= 1 << 24:
             # The frames/lines detection relies on the header's first byte
             # being 0x00, so a frame must stay below 16 MiB.
             raise ValueError("max_frame must be below 16 MiB")
+
+    @classmethod
+    def off(cls, **keep: float) -> "Limits":
+        """Every defence off, for benchmarks and throughput tests (``keep``: any to leave on).
+
+        The framing limits stay: a decoder cannot work without one.
+        """
+        switches = ("max_name", "max_text", "outbox_bytes", "register_timeout", "idle_timeout",
+                    "ping_interval", "max_clients", "max_per_address", "accept_rate", "rate_limit",
+                    "flood_limit", "auth_delay", "auth_tries")
+        return cls(**{**{name: 0 for name in switches}, **keep})

@@ -30,6 +30,17 @@ BANNER = (
     " (chatlab clients: send frames)\n"
 ).encode()
 
+
+def refusal_line(reason: str, message: str) -> bytes:
+    """What a refused connection gets in place of the banner, before it is closed.
+
+    The server refuses before it knows the client's mode (the server is
+    full, too many connections from one address...), so the refusal is one
+    line that a person and a program can both read:
+    ``chatlab/1 closing REASON: MESSAGE``.
+    """
+    return f"chatlab/{PROTOCOL_VERSION} closing {reason}: {message}\n".encode()
+
 FRAMES = "frames"
 LINES = "lines"
 
@@ -46,12 +57,15 @@ UNKNOWN_USER = "unknown_user"  # a private message to a name nobody has
 BAD_ROOM = "bad_room"  # a room name that breaks the rules for names
 NOT_IN_ROOM = "not_in_room"  # speaking in, leaving or reading a room you are not in
 TOO_MANY_ROOMS = "too_many_rooms"  # over the rooms-per-user or rooms-per-server limit
+RATE_LIMITED = "rate_limited"  # over the message rate limit: that message was dropped
+AUTH_REQUIRED = "auth_required"  # that name has an account: hello needs its password
+AUTH_FAILED = "auth_failed"  # wrong name or password (one answer for both), after a delay
 
 # Each client message: the fields it must carry, then the fields it may carry,
 # with their JSON types.  Other fields are allowed (and ignored), so that
 # newer clients can talk to older servers.
 CLIENT_MESSAGES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
-    "hello": ({"name": str}, {}),
+    "hello": ({"name": str}, {"password": str}),  # a password only for a name with an account
     "say": ({"text": str}, {"room": str}),
     "dm": ({"to": str, "text": str}, {}),
     "join": ({"room": str}, {}),
@@ -60,6 +74,7 @@ CLIENT_MESSAGES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "who": ({}, {"room": str}),
     "history": ({}, {"room": str, "limit": int, "before": int}),
     "ping": ({}, {}),  # "id" may be any JSON value; it is echoed in the pong
+    "pong": ({}, {}),  # the answer to the server's keep-alive ping
     "help": ({}, {}),
     "bye": ({}, {}),
     # File sharing (see chatlab/files.py): offered, pulled chunk by chunk, checked.
@@ -108,11 +123,30 @@ def check_name(name: str, max_length: int = 32) -> str | None:
     if len(name) > max_length:
         return f"a name has at most {max_length} characters"
     for ch in name:
-        if not (ch.isalnum() or ch in NAME_PUNCTUATION):
+        if not (ch.isalnum() or ch in NAME_PUNCTUATION) or ch in _BLANK_LETTERS:
             return (
                 f"a name may use only letters, digits, '_', '-' and '.', not {ch!r}"
             )
+    scripts = {_script(ch) for ch in name if ch.isalpha()}
+    if len(scripts) > 1:
+        # "pаypal" with a Cyrillic "а" looks exactly like "paypal".  Mixing
+        # alphabets in one name is almost only ever done to deceive.
+        return f"a name may not mix alphabets ({', '.join(sorted(scripts)).lower()})"
     return None
+
+
+# Letters that draw as nothing at all: a name made of them would be invisible.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+# Writing systems that are used together (Japanese mixes kana and kanji,
+# Korean hangul and hanja): for the rule against mixing, they are one.
+_EAST_ASIAN = frozenset({"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HANGUL", "BOPOMOFO"})
+
+
+def _script(ch: str) -> str:
+    """A letter's writing system, near enough: the first word of its Unicode name
+    (LATIN SMALL LETTER A, CYRILLIC SMALL LETTER A, GREEK ...)."""
+    word = unicodedata.name(ch, "UNKNOWN").split(" ")[0]
+    return "EAST ASIAN" if word in _EAST_ASIAN else word
 
 
 # ---------------------------------------------------------------------- text
@@ -122,16 +156,26 @@ def check_name(name: str, max_length: int = 32) -> str | None:
 # escape sequences (ESC [ ... = CSI, ESC ] ... = OSC), retitle the window or
 # fake a message from someone else.  They are made visible in caret notation
 # (ESC becomes "^[", so "\x1b[2J" arrives as the harmless text "^[[2J").
-# Bidirectional overrides and zero-width characters can make text read
-# differently from what it is, so they are removed.
-_INVISIBLE = "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e" \
-    "\u2060\u2066\u2067\u2068\u2069\ufeff"
+# Format characters (Unicode category Cf) are invisible or change how the
+# text around them is drawn: bidirectional overrides make "exe.txt" read
+# "txt.exe", zero-width spaces and joiners hide inside words, tag characters
+# can smuggle a whole invisible sentence.  They are removed, every one of
+# them (the list is Unicode 15's Cf; a test checks it against Python's).
+_FORMAT_CHARACTERS = [
+    (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F),
+    (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+]
 _CLEAN_TABLE: dict[int, str | None] = {c: "^" + chr(c ^ 0x40) for c in range(0x20)}
 _CLEAN_TABLE[0x09] = " "  # a tab is only white space
 _CLEAN_TABLE[0x7F] = "^?"
 _CLEAN_TABLE.update({c: f"<U+{c:04X}>" for c in range(0x80, 0xA0)})
 _CLEAN_TABLE.update({0x2028: " ", 0x2029: " "})  # line and paragraph separators
-_CLEAN_TABLE.update({ord(c): None for c in _INVISIBLE})
+_CLEAN_TABLE.update({c: None for first, last in _FORMAT_CHARACTERS for c in range(first, last + 1)})
+# Half a UTF-16 surrogate pair is not a character and cannot be sent as UTF-8.
+_CLEAN_TABLE.update({c: "\ufffd" for c in range(0xD800, 0xE000)})
 
 
 def clean_text(text: str) -> str:
@@ -156,6 +200,14 @@ def decode_message(payload: bytes) -> dict[str, Any]:
         raise ProtocolError(BAD_FRAME, f"frame is not JSON: {exc}")
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_FRAME, f"frame must be a JSON object, not {type(msg).__name__}")
+    if "\\ud" in text or "\\uD" in text:
+        # JSON can spell half of a UTF-16 surrogate pair on its own ("\ud800").
+        # That is no character at all, and could never be encoded again as
+        # UTF-8 for the others: refuse it here, where it came in.
+        try:
+            json.dumps(msg, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(BAD_FRAME, "frame holds half a UTF-16 surrogate pair (\\ud800-\\udfff) alone")
     kind = msg.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(BAD_FRAME, 'frame needs a "type" field holding a string')

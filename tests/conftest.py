@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import dataclasses
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -19,11 +20,16 @@ def model(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def start_server(model: str) -> Iterator[Callable[..., BaseServer]]:
-    """Start servers of the current model with chosen limits; all are stopped at the end."""
+    """Start servers of the current model with chosen limits; all are stopped at the end.
+
+    ``start(rate_limit=0)`` changes one limit; ``start(Limits.off())`` runs
+    with every defence off; ``accounts=...`` (and other server options) pass through.
+    """
     started: list[BaseServer] = []
 
-    def start(**limits: int) -> BaseServer:
-        server = make_server(model, "127.0.0.1", 0, Limits(**limits))
+    def start(limits: Limits | None = None, *, accounts: Any = None, **fields: Any) -> BaseServer:
+        limits = dataclasses.replace(limits or Limits(), **fields)
+        server = make_server(model, "127.0.0.1", 0, limits, accounts=accounts)
         server.start()
         started.append(server)
         return server
@@ -33,9 +39,16 @@ def start_server(model: str) -> Iterator[Callable[..., BaseServer]]:
         server.stop()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "limits(**fields): the limits the `server` fixture runs with")
+
+
 @pytest.fixture
-def server(start_server: Callable[..., BaseServer]) -> BaseServer:
-    return start_server()
+def server(request: pytest.FixtureRequest, start_server: Callable[..., BaseServer]) -> BaseServer:
+    """A server of the current model, with the default limits unless the test is marked
+    ``@pytest.mark.limits(rate_limit=0)`` (for throughput tests that send faster than a person)."""
+    marker = request.node.get_closest_marker("limits")
+    return start_server(**(marker.kwargs if marker else {}))
 
 
 @pytest.fixture

@@ -84,6 +84,7 @@ def test_hello_twice_is_refused(clients):
 # ------------------------------------------------------------- broadcast
 
 
+@pytest.mark.limits(rate_limit=0)  # each client sends faster than a person may
 def test_every_client_gets_every_message_in_one_order(clients):
     names = [f"user{i}" for i in range(5)]
     users = [clients(n) for n in names]
@@ -155,6 +156,7 @@ def test_who_lists_users(clients):
     assert ada.expect("users")["users"] == ["ada", "bob"]
 
 
+@pytest.mark.limits(rate_limit=0)  # 51 messages at once: over the rate limit's burst
 def test_many_frames_in_one_write_and_one_frame_in_single_bytes(clients):
     ada, bob = clients("ada"), clients("bob")
     ada.sync()
@@ -328,7 +330,7 @@ class Tally:
 
 
 def test_a_client_that_never_reads_stalls_nobody(start_server, transcript):
-    server = start_server(outbox_bytes=64 * 1024)
+    server = start_server(outbox_bytes=64 * 1024, rate_limit=0)  # the chatters send as fast as they can
     # The sleeper registers, then never reads; a small receive buffer fills fast.
     sleeper = frames_client(server.address, "sleeper", transcript, rcvbuf=4096)
     tallies = [Tally() for _ in range(10)]

@@ -231,6 +231,7 @@ class AsyncioServer(BaseServer):
         conn = Connection(next(self._ids), format_address(address), reader, writer)
         self.connections[conn.id] = conn
         writing = asyncio.create_task(self._write(conn), name=f"chatlab-writer-{conn.id}")
+        reason = "disconnected"
         try:
             self._apply(self.core.connect(conn.id, conn.peer, time.time()))
             while data := await reader.read(RECV_SIZE):
@@ -241,11 +242,12 @@ class AsyncioServer(BaseServer):
         except Exception:
             # A bug while serving one client: log it, drop that client alone.
             log.exception("%s: unexpected error; dropping this client", conn.peer)
+            reason = "server_error"
             conn.drop()
         finally:
             conn.peer_closed.set()
             try:
-                self._apply(self.core.disconnect(conn.id, "disconnected", time.time()))  # nothing if closed first
+                self._apply(self.core.disconnect(conn.id, reason, time.time()))  # nothing if closed first
             except Exception:
                 log.exception("%s: the core failed to forget it", conn.peer)
             conn.close_soon()

@@ -11,12 +11,15 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 import threading
 import time
 
+from ..accounts import Accounts
 from ..core import ChatCore
 from ..history import History
 from ..limits import Limits
+from ..tls import HANDSHAKE_TIMEOUT
 
 log = logging.getLogger("chatlab.server")
 
@@ -94,14 +97,22 @@ class BaseServer:
     """
 
     model = "base"
+    supports_tls = False
 
     def __init__(
-        self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None, db: str | None = None
+        self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None, db: str | None = None,
+        accounts: Accounts | None = None, tls: ssl.SSLContext | None = None,
     ):
+        if tls is not None and not self.supports_tls:
+            raise ValueError(f"the {self.model} model cannot serve TLS yet; use --model "
+                             f"{' or '.join(m for m, c in _tls_models().items())}")
+        self.tls = tls  # an ssl.SSLContext (see chatlab/tls.py), or None for plain TCP
+        self.tls_handshake_timeout = HANDSHAKE_TIMEOUT
         self.host, self.port = host, port
         self.limits = limits or Limits()
         # Message history: in memory, or in the SQLite file ``db`` (kept across restarts).
-        self.core = ChatCore(self.limits, history=History(db or ":memory:"))
+        # Accounts: the names that need a password (``chatlab serve --users FILE``).
+        self.core = ChatCore(self.limits, history=History(db or ":memory:"), accounts=accounts)
         self.listener: socket.socket | None = None
         self._stopped = threading.Event()
 
@@ -148,3 +159,9 @@ class BaseServer:
 
     def _stop(self, timeout: float) -> None:
         raise NotImplementedError
+
+
+def _tls_models() -> dict[str, type[BaseServer]]:
+    from . import MODELS
+
+    return {name: cls for name, cls in MODELS.items() if cls.supports_tls}

@@ -358,7 +358,7 @@ class SelectorServer(BaseServer):
         log.exception("%s: unexpected error; dropping this client", conn.peer)
         self._forget(conn)
         try:
-            self._apply(self.core.disconnect(conn.id, "disconnected", time.time()))
+            self._apply(self.core.disconnect(conn.id, "server_error", time.time()))
         except Exception:
             log.exception("%s: the core failed to forget it", conn.peer)
 

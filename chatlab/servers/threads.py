@@ -26,11 +26,13 @@ import itertools
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
 
 from ..core import Close, Effect, Send
+from ..tls import NotTLS, TLSLayer, handshake_over
 from .base import BaseServer, format_address
 
 log = logging.getLogger("chatlab.server")
@@ -91,6 +93,12 @@ class Connection:
         self.server, self.sock, self.id, self.peer = server, sock, cid, peer
         self.outbox = Outbox(server.limits.outbox_bytes)
         self.peer_closed = threading.Event()  # the reader saw the end of the stream
+        # With TLS, nothing may be written until the handshake is done: the
+        # writer waits for ``secured`` (set at once for plain TCP).
+        self.tls = TLSLayer(server.tls, server_side=True) if server.tls else None
+        self.secured = threading.Event()
+        if self.tls is None:
+            self.secured.set()
         self.reader = threading.Thread(target=self._read, name=f"chatlab-reader-{cid}", daemon=True)
         self.writer = threading.Thread(target=self._write, name=f"chatlab-writer-{cid}", daemon=True)
 
@@ -108,12 +116,15 @@ class Connection:
     def _read(self) -> None:
         reason = "disconnected"
         try:
-            while data := self.sock.recv(RECV_SIZE):
+            if self.tls is not None:
+                self._secure()
+            while data := self._recv():
                 self.server.event("receive", self.id, data)
-        except OSError as exc:
+        except (OSError, ssl.SSLError) as exc:
             reason = "disconnected"
             log.info("%s: connection lost: %s", self.peer, exc)
         finally:
+            self.secured.set()  # let the writer finish, secured or not
             self.peer_closed.set()
             self.server.event("disconnect", self.id, reason)  # nothing, if the core closed it first
             self.outbox.close()
@@ -121,10 +132,46 @@ class Connection:
             self.sock.close()
             self.server.forget(self)
 
+    def _secure(self) -> None:
+        """The TLS handshake, on this reader thread, before anything else is read or written."""
+        assert self.tls is not None
+        try:
+            handshake_over(self.sock, self.tls, self.server.tls_handshake_timeout)
+        except NotTLS as exc:
+            log.warning("%s: plain text sent to the TLS port (%s); closing", self.peer, exc)
+            self.sock.sendall(b"chatlab: this port speaks TLS; connect with 'chatlab chat --tls'\n")
+            raise
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("%s: TLS handshake failed: %s", self.peer, exc)
+            raise
+        log.info("%s: TLS up (%s, %s)", self.peer, self.tls.version, self.tls.cipher)
+        self.secured.set()
+        if early := self.tls.receive(None):  # chat that arrived with the handshake
+            self.server.event("receive", self.id, early)
+
+    def _recv(self) -> bytes:
+        """The next bytes from the client, decrypted if TLS is on; b"" at the end."""
+        while True:
+            data = self.sock.recv(RECV_SIZE)
+            if self.tls is None:
+                return data
+            plain = self.tls.receive(data)
+            if plain or not data:
+                return plain
+
     def _write(self) -> None:
         try:
+            self.secured.wait()
+            if self.tls is not None and not self.tls.handshake_done:
+                return  # the handshake failed: nothing may be sent in clear
             while (data := self.outbox.take()) is not None:
+                if self.tls is not None:
+                    self.tls.send(data)
+                    data = self.tls.outgoing()  # encrypted into TLS records
                 self.sock.sendall(data)
+            if self.tls is not None:
+                self.tls.close()  # close_notify: a clean end an attacker cannot fake
+                self.sock.sendall(self.tls.outgoing())
             # Graceful close: FIN goes out after everything queued.  Then give
             # the peer a moment to close its side, so that unread bytes from
             # it do not turn our close into a reset that could destroy the
@@ -139,6 +186,7 @@ class Connection:
 
 class ThreadedServer(BaseServer):
     model = "threads"
+    supports_tls = True
 
     def _start(self) -> None:
         self.lock = threading.Lock()  # guards the core and the connection table
@@ -154,8 +202,25 @@ class ThreadedServer(BaseServer):
     def event(self, name: str, cid: int, arg: object) -> None:
         """Tell the core something happened (``receive`` or ``disconnect``), and do what it says."""
         with self.lock:
-            effects = getattr(self.core, name)(cid, arg, time.time())
-            self._apply(effects)
+            try:
+                effects = getattr(self.core, name)(cid, arg, time.time())
+                self._apply(effects)
+            except Exception:
+                # A bug while serving one client must not end its reader
+                # thread with the lock's work half done, nor touch anyone
+                # else: log it, drop that client alone.
+                log.exception("client %s: unexpected error; dropping this client", cid)
+                self._drop_after_error(cid)
+
+    def _drop_after_error(self, cid: int) -> None:
+        # Called with self.lock held.
+        try:
+            self._apply(self.core.disconnect(cid, "server_error", time.time()))
+        except Exception:
+            log.exception("client %s: the core failed to forget it", cid)
+        conn = self.connections.get(cid)
+        if conn is not None:
+            conn.abort()
 
     def _apply(self, effects: list[Effect]) -> None:
         # Called with self.lock held.
@@ -195,7 +260,10 @@ class ThreadedServer(BaseServer):
                 ready = selector.select(max(0.0, next_tick - time.monotonic()))
                 if time.monotonic() >= next_tick:
                     with self.lock:
-                        self._apply(self.core.tick(time.time()))
+                        try:
+                            self._apply(self.core.tick(time.time()))
+                        except Exception:  # the clock must keep running whatever happens
+                            log.exception("the chat core's tick failed")
                     next_tick = time.monotonic() + self.TICK
                 for key, _ in ready:
                     if key.fileobj is self.listener and not self._stopping:
@@ -217,9 +285,36 @@ class ThreadedServer(BaseServer):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(self, sock, next(self._ids), format_address(address))
         with self.lock:
-            self.connections[conn.id] = conn
-            self._apply(self.core.connect(conn.id, conn.peer, time.time()))
-        conn.start()
+            try:
+                effects = self.core.connect(conn.id, conn.peer, time.time())
+            except Exception:
+                log.exception("%s: unexpected error on connect; closing it", conn.peer)
+                effects = [Close(conn.id, "server_error")]
+            refused = any(isinstance(e, Close) and e.client == conn.id for e in effects)
+            if not refused:
+                self.connections[conn.id] = conn
+                self._apply(effects)
+        if refused:
+            self._turn_away(sock, effects)
+        else:
+            conn.start()
+
+    @staticmethod
+    def _turn_away(sock: socket.socket, effects: list[Effect]) -> None:
+        """A connection refused at the door (server full, a flood) gets no threads:
+        its one-line refusal fits in the socket's send buffer, so it is written
+        without waiting, and the socket closed at once."""
+        sock.setblocking(False)
+        try:
+            sock.send(b"".join(e.data for e in effects if isinstance(e, Send)))
+            sock.shutdown(socket.SHUT_WR)
+            # Read what the client may have sent already: closing a socket
+            # with unread bytes sends a reset, which can destroy the refusal.
+            while sock.recv(RECV_SIZE):
+                pass
+        except OSError:
+            pass  # would block, or the client is gone: nothing more to do for it
+        sock.close()
 
     def _stop(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,472 @@
+"""The defences of the chat core, sans-IO: the clock is a number the test moves by hand.
+
+Rate limits, timeouts, keep-alive pings, admission at the door, passwords and
+the handling of bugs are all rules of the core (chatlab/guard.py), so each
+can be tested here exactly, with no sockets and no waiting.  The same rules
+are then checked against live servers in test_faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+
+import pytest
+
+from chatlab.accounts import Accounts, hash_password
+from chatlab.core import ChatCore, Close, Send
+from chatlab.framing import FrameDecoder, encode_frame
+from chatlab.guard import Doorman, TokenBucket, host_of
+from chatlab.limits import Limits
+from chatlab.protocol import BANNER, check_name, clean_text, encode_message, normalise_name
+
+
+class Driver:
+    """A ChatCore driven by hand: connections, bytes in, ticks, and what each client got."""
+
+    def __init__(self, limits: Limits = Limits(), accounts: Accounts | None = None):
+        self.core = ChatCore(limits, accounts=accounts)
+        self.now = 1000.0
+        self.inbox: dict[int, bytearray] = {}
+        self.closed: dict[int, str] = {}
+
+    def apply(self, effects):
+        for effect in effects:
+            if isinstance(effect, Send):
+                for cid in effect.to:
+                    assert cid not in self.closed, f"data for {cid} after its Close"
+                    self.inbox.setdefault(cid, bytearray()).extend(effect.data)
+            else:
+                assert isinstance(effect, Close)
+                self.closed[effect.client] = effect.reason
+
+    def connect(self, cid, host="10.0.0.1"):
+        self.inbox[cid] = bytearray()
+        self.apply(self.core.connect(cid, f"{host}:{40000 + cid}", self.now))
+        data = bytes(self.inbox[cid])
+        self.inbox[cid].clear()
+        return data
+
+    def send(self, cid, data: bytes):
+        self.apply(self.core.receive(cid, data, self.now))
+
+    def tick(self, seconds: float = 0.0):
+        self.now += seconds
+        self.apply(self.core.tick(self.now))
+
+    def frames(self, cid):
+        data = bytes(self.inbox[cid])
+        self.inbox[cid].clear()
+        return [json.loads(p) for p in FrameDecoder().feed(data)]
+
+    def lines(self, cid):
+        data = bytes(self.inbox[cid])
+        self.inbox[cid].clear()
+        return data.decode().splitlines()
+
+    def register(self, cid, name, **hello):
+        self.connect(cid)
+        self.send(cid, frame({"type": "hello", "name": name, **hello}))
+        got = self.frames(cid)
+        assert got and got[0]["type"] == "welcome", got
+        return got
+
+
+def frame(msg) -> bytes:
+    return encode_message(msg)
+
+
+def say(text):
+    return frame({"type": "say", "text": text})
+
+
+def codes(frames):
+    return [f.get("code") for f in frames if f["type"] == "error"]
+
+
+# -------------------------------------------------------------- the bucket
+
+
+def test_token_bucket_gives_a_burst_then_the_steady_rate():
+    bucket = TokenBucket(rate=5, burst=20, now=0.0)
+    assert sum(bucket.take(0.0) for _ in range(30)) == 20
+    assert sum(bucket.take(1.0) for _ in range(30)) == 5  # one second refills five
+    assert not bucket.full(1.0)
+    assert bucket.full(5.0)  # quiet for burst/rate seconds: full again
+
+
+def test_token_bucket_is_not_fooled_by_a_clock_going_backwards():
+    bucket = TokenBucket(rate=1, burst=1, now=100.0)
+    assert bucket.take(100.0)
+    assert not bucket.take(50.0) and not bucket.take(100.5)
+    assert bucket.take(101.0)
+
+
+def test_host_of_a_peer():
+    assert host_of("10.1.2.3:5050") == "10.1.2.3"
+    assert host_of("[::1]:5050") == "::1"
+
+
+def test_doorman_counts_per_address_and_in_all():
+    door = Doorman(Limits(max_clients=3, max_per_address=2, accept_rate=0))
+    assert door.admit("a", 0) is None and door.admit("a", 0) is None
+    assert door.admit("a", 0)[0] == "too_many_connections"
+    assert door.admit("b", 0) is None
+    assert door.admit("c", 0)[0] == "server_full"
+    door.leave("a")
+    assert door.admit("c", 0) is None
+    door.leave("nobody")  # a connection never admitted: nothing to forget
+    assert door.connections == 3
+
+
+def test_doorman_limits_new_connections_a_second_from_one_address():
+    door = Doorman(Limits(max_clients=0, max_per_address=0, accept_rate=2, accept_burst=3))
+    assert [door.admit("a", 0.0) for _ in range(4)][-1][0] == "connecting_too_fast"
+    assert door.admit("b", 0.0) is None  # another address is not affected
+    assert door.admit("a", 0.5) is None  # half a second: one more token
+    door.tidy(100.0)
+    assert door.arrivals == {}  # full buckets are forgotten: the table stays small
+
+
+# --------------------------------------------------------------- admission
+
+
+def test_a_refused_connection_gets_one_line_instead_of_the_banner_and_is_closed():
+    room = Driver(Limits(max_per_address=2))
+    assert room.connect(1) == BANNER and room.connect(2) == BANNER
+    refusal = room.connect(3)
+    assert refusal.startswith(b"chatlab/1 closing too_many_connections: ") and refusal.endswith(b"\n")
+    assert room.closed == {3: "too_many_connections"}
+    assert 3 not in room.core.clients  # nothing kept for it
+    room.connect(4, host="10.0.0.2")  # another address is welcome
+    room.send(1, frame({"type": "bye"}))  # one leaves: a place is free again
+    assert room.connect(5) == BANNER
+
+
+def test_server_full():
+    room = Driver(Limits(max_clients=1))
+    room.connect(1)
+    assert room.connect(2, host="10.9.9.9").startswith(b"chatlab/1 closing server_full: ")
+
+
+def test_a_connection_flood_from_one_address():
+    room = Driver(Limits(accept_rate=10, accept_burst=5, max_per_address=0))
+    replies = [room.connect(cid) for cid in range(1, 21)]
+    assert replies[:5] == [BANNER] * 5
+    assert all(r.startswith(b"chatlab/1 closing connecting_too_fast: ") for r in replies[5:])
+    room.now += 1.0
+    assert room.connect(100) == BANNER  # the allowance refills with time
+
+
+# ------------------------------------------------------------- rate limits
+
+
+def test_a_burst_then_rate_limited_then_allowed_again():
+    room = Driver(Limits(rate_limit=5, rate_burst=20))
+    room.register(1, "ada")  # the hello took one token
+    room.register(2, "bob")
+    room.frames(1)
+    room.send(1, b"".join(say(f"m{i}") for i in range(25)))
+    got = room.frames(1)
+    assert [f["text"] for f in got if f["type"] == "message"] == [f"m{i}" for i in range(19)]
+    assert codes(got) == ["rate_limited"] * 6
+    assert "5 messages a second" in got[-1]["message"]
+    assert len([f for f in room.frames(2) if f["type"] == "message"]) == 19  # dropped ones reach nobody
+    room.now += 1.0
+    room.send(1, b"".join(say(f"n{i}") for i in range(6)))
+    assert codes(room.frames(1)) == ["rate_limited"]  # 5 tokens in one second
+
+
+def test_a_flood_is_cut_off_after_flood_limit_refusals():
+    room = Driver(Limits(rate_limit=5, rate_burst=20, flood_limit=10))
+    room.register(1, "flooder")
+    room.register(2, "bob")
+    room.frames(1), room.frames(2)
+    room.send(1, b"".join(say("x") for _ in range(100)))
+    got = room.frames(1)
+    assert codes(got).count("rate_limited") == 9
+    assert got[-1] == {"type": "closing", "reason": "flooding", "message": got[-1]["message"]}
+    assert room.closed == {1: "flooding"}
+    assert room.frames(2)[-1] == {"type": "left", "name": "flooder", "room": "lobby", "reason": "flooding"}
+
+
+def test_a_quiet_spell_forgives_an_earlier_burst():
+    room = Driver(Limits(rate_limit=5, rate_burst=20, flood_limit=10))
+    room.register(1, "ada")
+    for _ in range(3):  # three bursts, each over the limit, each followed by a pause
+        room.send(1, b"".join(say("x") for _ in range(25)))
+        room.now += 10.0
+    assert 1 not in room.closed  # 15 refusals in all, but never 10 in one flood
+
+
+def test_bad_frames_count_and_answers_to_the_server_do_not():
+    room = Driver(Limits(rate_limit=1, rate_burst=3, flood_limit=0))
+    room.register(1, "ada")  # 2 tokens left
+    room.send(1, encode_frame(b"not json") * 3)
+    assert codes(room.frames(1)) == ["bad_frame", "bad_frame", "rate_limited"]
+    room.send(1, frame({"type": "pong", "id": "keepalive"}) * 10)
+    assert room.frames(1) == []  # free, and silent
+
+
+def test_rate_limit_zero_is_off():
+    room = Driver(Limits(rate_limit=0))
+    room.register(1, "ada")
+    room.send(1, b"".join(say(f"m{i}") for i in range(500)))
+    assert len(room.frames(1)) == 500
+
+
+# ------------------------------------------------------------------ clocks
+
+
+def test_a_connection_that_never_registers_is_closed_after_the_timeout():
+    room = Driver(Limits(register_timeout=30))
+    room.connect(1)
+    room.register(2, "ada")
+    room.tick(29.0)
+    assert room.closed == {}
+    room.send(1, frame({"type": "ping"}))  # talking is not registering
+    room.tick(1.0)
+    assert room.closed == {1: "register_timeout"}
+    assert "30 seconds" in room.lines(1)[-1]  # mode unknown until a byte came: lines
+    assert 2 not in room.closed
+
+
+def test_idle_frames_clients_are_pinged_and_answering_keeps_them():
+    room = Driver(Limits(ping_interval=30, idle_timeout=90))
+    room.register(1, "ada")
+    room.tick(29.5)
+    assert room.frames(1) == []
+    room.tick(0.5)
+    assert room.frames(1) == [{"type": "ping", "id": "keepalive"}]
+    room.tick(10)
+    assert room.frames(1) == []  # one ping per interval, not one per tick
+    room.send(1, frame({"type": "pong", "id": "keepalive"}))
+    for _ in range(10):  # a client that answers is never idle
+        room.tick(30)
+        assert room.frames(1) == [{"type": "ping", "id": "keepalive"}]
+        room.send(1, frame({"type": "pong", "id": "keepalive"}))
+    assert room.closed == {}
+
+
+def test_a_silent_client_is_closed_as_idle():
+    room = Driver(Limits(ping_interval=30, idle_timeout=90))
+    room.register(1, "ada")
+    room.register(2, "bob")
+    for _ in range(5):
+        room.tick(17.0)
+    assert room.closed == {}
+    room.tick(5.0)
+    assert room.closed == {1: "idle", 2: "idle"}
+    assert room.frames(1)[-1]["reason"] == "idle"
+
+
+def test_lines_mode_gets_no_pings_only_the_idle_timeout():
+    room = Driver(Limits(ping_interval=10, idle_timeout=60))
+    room.connect(1)
+    room.send(1, b"carol\n")
+    room.lines(1)
+    room.tick(59)
+    assert room.lines(1) == []  # a person in nc could not answer a ping
+    room.tick(1)
+    assert room.closed == {1: "idle"}
+    assert "Server closing the connection" in room.lines(1)[-1]
+
+
+def test_timeouts_zero_are_off():
+    room = Driver(Limits.off())
+    room.connect(1)
+    room.register(2, "ada")
+    room.tick(1e6)
+    assert room.closed == {} and room.frames(2) == []
+
+
+# ---------------------------------------------------------------- accounts
+
+
+def accounts(required=True, **passwords):
+    from chatlab.protocol import name_key
+
+    return Accounts({name_key(n): (n, hash_password(p, n=1 << 10)) for n, p in passwords.items()}, required)
+
+
+def test_right_password_welcome_wrong_one_answered_after_the_delay():
+    room = Driver(Limits(auth_delay=1.0), accounts(ada="lovelace"))
+    room.connect(1)
+    room.send(1, frame({"type": "hello", "name": "ada", "password": "babbage"}))
+    assert room.frames(1) == []  # nothing yet: the answer waits
+    room.tick(0.5)
+    assert room.frames(1) == []
+    room.tick(0.5)
+    assert room.frames(1) == [{"type": "error", "code": "auth_failed", "message": "wrong name or password"}]
+    room.send(1, frame({"type": "hello", "name": "ADA", "password": "lovelace"}))
+    assert room.frames(1)[0] == {"type": "welcome", "name": "ADA", "users": ["ADA"], "room": "lobby"}
+
+
+def test_an_unknown_name_gets_exactly_the_same_answer_as_a_wrong_password():
+    room = Driver(Limits(auth_delay=1.0), accounts(ada="lovelace"))
+    room.connect(1)
+    room.connect(2, host="10.0.0.2")
+    room.send(1, frame({"type": "hello", "name": "ada", "password": "wrong"}))
+    room.send(2, frame({"type": "hello", "name": "nobody", "password": "wrong"}))
+    room.tick(1.0)
+    assert room.inbox[1] == room.inbox[2] and room.inbox[1]
+
+
+def test_a_password_is_required_and_asked_for():
+    room = Driver(accounts=accounts(ada="lovelace"))
+    room.connect(1)
+    room.send(1, frame({"type": "hello", "name": "ada"}))
+    assert codes(room.frames(1)) == ["auth_required"]
+
+
+def test_lines_mode_asks_for_the_password_on_the_next_line():
+    room = Driver(accounts=accounts(ada="lovelace"))
+    room.connect(1)
+    room.send(1, b"ada\n")
+    assert "type the password for ada on the next line" in room.lines(1)[0]
+    room.send(1, b"lovelace\n")
+    assert room.lines(1)[0].startswith("* Welcome, ada!")
+
+
+def test_three_wrong_passwords_close_the_connection():
+    room = Driver(Limits(auth_delay=1.0, auth_tries=3), accounts(ada="lovelace"))
+    room.connect(1)
+    for attempt in range(3):
+        room.send(1, frame({"type": "hello", "name": "ada", "password": f"guess{attempt}"}))
+        room.tick(1.0)
+    assert room.closed == {1: "auth_failed"}
+    assert [f["type"] for f in room.frames(1)] == ["error", "error", "error", "closing"]
+
+
+def test_one_password_check_at_a_time_per_address():
+    class Counting(Accounts):
+        checks = 0
+
+        def verify(self, key, password):
+            Counting.checks += 1
+            return super().verify(key, password)
+
+    base = accounts(ada="lovelace")
+    room = Driver(Limits(auth_delay=1.0, auth_tries=0), Counting(base.entries))
+    for cid in range(1, 11):  # ten connections from one address guess at once
+        room.connect(cid)
+        room.send(cid, frame({"type": "hello", "name": "ada", "password": f"guess{cid}"}))
+    room.connect(99)
+    room.send(99, frame({"type": "hello", "name": "ada", "password": "lovelace"}))
+    assert Counting.checks == 1  # one hash; the others were refused unchecked
+    room.tick(1.0)
+    assert all(codes(room.frames(cid)) == ["auth_failed"] for cid in [*range(1, 11), 99])
+    room.send(99, frame({"type": "hello", "name": "ada", "password": "lovelace"}))
+    assert room.frames(99)[0]["type"] == "welcome"  # after the delay, checked again
+
+
+def test_with_guests_only_names_with_accounts_are_protected():
+    room = Driver(accounts=accounts(required=False, ada="lovelace"))
+    room.register(1, "zed")  # no account: no password needed
+    room.connect(2)
+    room.send(2, frame({"type": "hello", "name": "Ａｄａ"}))  # a look-alike of an account's name
+    assert codes(room.frames(2)) == ["auth_required"]
+    room.register(3, "ada", password="lovelace")
+
+
+def test_a_wrong_password_answer_for_a_client_that_left_is_dropped():
+    room = Driver(Limits(auth_delay=1.0), accounts(ada="lovelace"))
+    room.connect(1)
+    room.send(1, frame({"type": "hello", "name": "ada", "password": "wrong"}))
+    room.apply(room.core.disconnect(1, "disconnected", room.now))
+    room.tick(1.0)  # nothing to deliver, no error
+    assert room.core._checking == set()
+
+
+# -------------------------------------------------------------------- bugs
+
+
+def test_a_bug_while_handling_one_client_drops_that_client_alone(caplog):
+    room = Driver()
+    room.register(1, "ada")
+    room.register(2, "bob")
+    room.frames(1)
+
+    def broken(client, msg, now, out):
+        out.append(Send((1, 2), b"half a broadcast"))
+        raise ZeroDivisionError("a bug")
+
+    room.core._on_who = broken
+    with caplog.at_level(logging.ERROR, logger="chatlab.core"):
+        room.send(2, frame({"type": "who"}))
+    assert room.closed == {2: "server_error"}
+    assert b"half a broadcast" not in room.inbox[1]  # the failed message's effects are thrown away
+    assert room.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "server_error"}]
+    assert "ZeroDivisionError" in caplog.text  # logged with its traceback
+    room.send(1, say("still here"))
+    assert room.frames(1)[0]["text"] == "still here"
+
+
+# ------------------------------------------------------------- sanitising
+
+
+def test_every_format_character_is_removed():
+    # Planes 0, 1 and 14 hold every Cf character; scanning them is enough and quick.
+    planes = [*range(0, 0x20000), *range(0xE0000, 0xE1000)]
+    cf = "".join(chr(c) for c in planes if unicodedata.category(chr(c)) == "Cf")
+    assert len(cf) > 150
+    assert clean_text("a" + cf + "b") == "ab"
+
+
+def test_lone_surrogates_never_reach_the_wire():
+    assert clean_text("a\ud800b") == "a\ufffdb"
+    room = Driver()
+    room.register(1, "ada")
+    room.send(1, b'\x00\x00\x00\x1f{"type":"say","text":"x\\udc00"}')
+    assert codes(room.frames(1)) == ["bad_frame"]
+
+
+@pytest.mark.parametrize("name", ["p\u0430ypal", "\u0430d\u0430", "\u3164", "a\u3164b", "Ｂob\u200b"])
+def test_names_that_could_deceive_are_refused(name):
+    assert check_name(normalise_name(name))
+
+
+@pytest.mark.parametrize("name", ["ada", "Ωμέγα", "Зоя", "ひらがなカタカナ漢字", "김철수", "ada_2.0", "éloïse"])
+def test_names_in_one_writing_system_are_fine(name):
+    assert check_name(normalise_name(name)) is None
+
+
+def test_error_messages_that_quote_input_are_cleaned_too():
+    room = Driver()
+    room.connect(1)
+    room.send(1, b"eve\n")
+    room.lines(1)
+    room.send(1, b"/\x1b]0;pwned\x07\n")
+    reply = room.lines(1)[0]
+    assert "\x1b" not in reply and "\x07" not in reply and "^[" in reply
+
+
+# ------------------------------------------------------------------ limits
+
+
+def test_limits_refuse_nonsense():
+    with pytest.raises(ValueError):
+        Limits(rate_limit=-1)
+    with pytest.raises(ValueError):
+        Limits(rate_limit=5, rate_burst=0)
+    off = Limits.off()
+    assert off.rate_limit == off.max_clients == off.idle_timeout == 0 and off.max_frame > 0
+    assert Limits.off(rate_limit=3).rate_limit == 3
+
+
+def test_every_limit_is_a_serve_option():
+    from chatlab.cli import build_parser
+
+    parser = build_parser()
+    serve = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("serve"))
+    options = {o for action in serve._actions for o in action.option_strings}
+    defences = ["max_line", "max_frame", "max_name", "max_text", "outbox_bytes", "register_timeout",
+                "idle_timeout", "ping_interval", "max_clients", "max_per_address", "accept_rate", "accept_burst",
+                "rate_limit", "rate_burst", "flood_limit", "auth_delay", "auth_tries"]
+    for field in defences:
+        assert field in Limits.__dataclass_fields__
+        assert "--" + field.replace("_", "-") in options, field
+    for exact in ("--rate-limit", "--register-timeout", "--max-per-address", "--users"):
+        assert exact in options
+
