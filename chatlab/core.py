@@ -219,12 +219,20 @@ class ChatCore(FileSharing, Defences):
         client.name, client.key = name, key
         self.members[key] = client
         log.info("%s registered as %s", client.peer, name)
-        self._send(client, {"type": "welcome", "name": name, "users": self.users, "room": self.lobby.name}, out)
+        if self._large(self.lobby):
+            # Listing everyone to every newcomer would cost N squared names
+            # too: a large lobby lists those announced, and counts the rest.
+            users, count = [m.name for m in self.lobby.announced.values()], {"count": len(self.members)}
+        else:
+            users, count = self.users, {}
+        self._send(client, {"type": "welcome", "name": name, "users": users, "room": self.lobby.name, **count}, out)
         self._enter(client, self.lobby, out, confirm=False)
 
     def _on_say(self, client: Client, msg: dict[str, Any], now: float, out: list[Effect]) -> None:
         room = self._member_room(client, msg.get("room"))
         text = self._check_text(msg["text"])
+        if client.key not in room.announced:
+            self._announce(client, room, out)  # quiet in a large room until now (see _enter)
         message = self._message(client, text, now, room=room.name)
         log.info("message %d from %s in %s: %s", message["id"], client.name, room.name, text)
         # Frames clients get every message, their own included, so they can
@@ -354,6 +362,9 @@ class ChatCore(FileSharing, Defences):
 
     def _enter(self, client: Client, room: Room, out: list[Effect], confirm: bool = True) -> None:
         """Put a registered client in a room and tell the room (and the client, unless it was just welcomed)."""
+        # A room that is already large hears of a newcomer only when it first
+        # speaks: N joins announced to everyone would cost N squared notices.
+        quiet = self._large(room)
         room.add(client)
         client.rooms[room.key] = room
         if client.current_room is None:
@@ -361,22 +372,32 @@ class ChatCore(FileSharing, Defences):
         if confirm:
             self._send(client, {"type": "joined", "name": client.name, "room": room.name,
                                 "members": room.names()}, out)
-        self._broadcast(room, {"type": "joined", "name": client.name, "room": room.name}, out, skip=client)
+        if not quiet:
+            self._announce(client, room, out)
         # What was said just before: marked as history, so no client mistakes it for new.
         recent = self.history.page(room.key, self.limits.history_on_join) if self.limits.history_on_join else []
         if recent:
             self._send(client, {"type": "history", "room": room.name, "messages": recent}, out)
+
+    def _large(self, room: Room) -> bool:
+        return bool(self.limits.large_room) and len(room.members) >= self.limits.large_room
+
+    def _announce(self, client: Client, room: Room, out: list[Effect]) -> None:
+        room.announced[client.key] = client
+        self._broadcast(room, {"type": "joined", "name": client.name, "room": room.name}, out, skip=client)
 
     def _exit(self, client: Client, room: Room, reason: str, out: list[Effect], tell_leaver: bool = False) -> None:
         """Take a client out of a room, tell the room, and drop the room once empty."""
         notice = {"type": "left", "name": client.name, "room": room.name, "reason": reason}
         if tell_leaver:
             self._send(client, notice, out)
+        heard = client.key in room.announced  # a quiet member leaves as quietly as it came
         room.remove(client)
         del client.rooms[room.key]
         if client.current_room == room.key:
             client.current_room = next(iter(client.rooms), None)
-        self._broadcast(room, notice, out)
+        if heard:
+            self._broadcast(room, notice, out)
         if not room.members and room is not self.lobby:
             del self.rooms[room.key]
 

@@ -69,6 +69,11 @@ HISTORY_PAGE = 100
 MAX_FILE_BYTES = 8 * MiB
 FILE_STORE_BYTES = 64 * MiB
 FILE_TTL = 600
+#: Members a room holds before it counts as large: someone who joins a large
+#: room is announced ("joined") only when they first speak in it, as in IRC's
+#: delayed-join channels.  Announcing every join to every member costs N
+#: squared notices for N joins (50 million at 10,000 users).
+LARGE_ROOM = 100
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class Limits:
     max_file_bytes: int = MAX_FILE_BYTES
     file_store_bytes: int = FILE_STORE_BYTES
     file_ttl: float = FILE_TTL
+    large_room: int = LARGE_ROOM
 
     def __post_init__(self) -> None:
         for field in fields(self):

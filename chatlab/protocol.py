@@ -306,8 +306,10 @@ def render_line(msg: dict[str, Any]) -> str:
     if kind == "left":
         return f"* {msg['name']} left{_in_room(msg)} ({msg['reason']})"
     if kind == "welcome":
+        more = msg.get("count", 0) - len(msg["users"])  # a large lobby lists only those announced
+        online = ", ".join(msg["users"]) + (f" and {more:,} more" if more > 0 else "")
         return (
-            f"* Welcome, {msg['name']}! Online: {', '.join(msg['users'])}."
+            f"* Welcome, {msg['name']}! Online: {online}."
             " Type a message and press Enter; /help lists commands, /quit leaves."
         )
     if kind == "users":

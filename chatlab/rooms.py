@@ -23,6 +23,9 @@ class Room:
     name: str  # as first spelled (after NFKC)
     key: str  # what must be unique: the name's NFKC case fold
     members: dict[str, Any] = field(default_factory=dict)  # member name key -> Client, join order
+    # Members the room has been told about: all of them, unless the room is
+    # large (limits.large_room), where a joiner is announced when first speaking.
+    announced: dict[str, Any] = field(default_factory=dict)
     _audience: dict[str | None, tuple[Hashable, ...]] | None = None
 
     def add(self, client: Any) -> None:
@@ -31,6 +34,7 @@ class Room:
 
     def remove(self, client: Any) -> None:
         self.members.pop(client.key, None)
+        self.announced.pop(client.key, None)
         self._audience = None
 
     def names(self) -> list[str]:
