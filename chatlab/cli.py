@@ -153,6 +153,31 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark, text_report
+
+    def progress(record: dict) -> None:
+        what = ", ".join(f"{k}={record[k]}" for k in ("receivers", "connections", "notices") if k in record)
+        state = "ok" if record.get("completed") else record.get("skipped") or record.get("error") or "cut short"
+        print(f"  {record['target']:<10} {record['scenario']:<8} {what:<24} {record['wall_s']:6.1f} s  {state}",
+              file=sys.stderr, flush=True)
+
+    split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None
+    try:
+        result = run_benchmark(args.size, split(args.targets), split(args.scenarios),
+                               [int(r) for r in split(args.receivers) or []] or None, args.messages, progress)
+    except ValueError as exc:
+        print(f"chatlab bench: {exc}", file=sys.stderr)
+        return 2
+    print(text_report(result))
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"(written to {args.json})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatlab", description="A teaching lab kit for TCP socket programming: a multi-client chat."
@@ -198,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--downloads", type=Path, default=None, metavar="DIR",
                       help="where files you /accept are saved (default: the current folder)")
     chat.set_defaults(func=cmd_chat)
+    bench = sub.add_parser("bench", help="measure the server models against a naive server and Redis")
+    bench.add_argument("--size", choices=["tiny", "small", "full"], default="small",
+                       help="tiny: seconds (proves it works); small: a minute or two; full: docs/performance.md "
+                            "(default %(default)s)")
+    bench.add_argument("--targets", metavar="A,B", help="servers to measure (default: relay, every model, naive, redis)")
+    bench.add_argument("--scenarios", metavar="A,B",
+                       help="fanout, latency, many, stalled, scale, joins (default: all)")
+    bench.add_argument("--receivers", metavar="R,R", help="receiver counts R, instead of the size's")
+    bench.add_argument("--messages", type=int, metavar="M", help="messages per run, instead of the size's")
+    bench.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,273 @@
+"""What the benchmark runs: sizes, scenarios, and one run of each.
+
+Each run is three processes: this one (the conductor), the server under
+test (``targets``) and the load generator (``loadgen``), which is handed
+the scenario as JSON and answers with what it measured.  The server is
+started fresh for every run and stopped after it, whatever happens.
+
+Every run is bounded in count (messages, connections) and in time (a
+deadline after which the generator reports what it got so far and the run
+is marked incomplete): a server that stalls -- the naive one does, on
+purpose -- costs a few seconds, never the whole benchmark.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+from .loadgen import MESSAGE_SIZE
+from .procstat import raise_fd_limit
+from .report import headline, machine, verdicts
+from .targets import Target, TargetError, all_targets
+
+SCENARIOS = ("fanout", "latency", "many", "stalled", "scale", "joins")
+# The relay is a yardstick: it has no chat rules, so "stalled" and "joins"
+# say nothing about it.
+RELAY_SCENARIOS = ("fanout", "latency", "many", "scale")
+
+
+@dataclasses.dataclass
+class Size:
+    """How much work each scenario does."""
+
+    receivers: list[int]  # R, for fanout, latency and many
+    fanout_deliveries: int  # about R x M per fan-out run
+    many_deliveries: int  # about R x (R-1) x M per many-senders run
+    latency_seconds: float  # open loop, at `rate` messages a second
+    stalled_receivers: list[int]
+    scale_threads: int  # idle connections for thread-per-client servers
+    scale_event_loop: int  # ... and for one-thread event-loop servers
+    joins: list[int]  # registration-time curve, join notices on and off
+    deadline: float  # seconds a run may take before it is cut short
+    rate: float = 200.0  # latency: messages a second
+    window: int = 1000  # messages a sender may be ahead of the slowest receiver
+    min_messages: int = 20
+    stall_fill: bool = True  # stalled: send enough to overflow the socket buffers (stall_messages)
+
+
+SIZES = {
+    # Proves that everything works, in seconds: the test suite runs this.
+    "tiny": Size(receivers=[10], fanout_deliveries=3_000, many_deliveries=3_000, latency_seconds=0.25,
+                 stalled_receivers=[10], scale_threads=50, scale_event_loop=100, joins=[25, 50],
+                 deadline=20.0, stall_fill=False),
+    # A minute or two: the notebook's default.
+    "small": Size(receivers=[10, 100], fanout_deliveries=400_000, many_deliveries=200_000, latency_seconds=1.0,
+                  stalled_receivers=[100], scale_threads=1_000, scale_event_loop=2_000, joins=[100, 200, 400],
+                  deadline=60.0),
+    # The figures in docs/performance.md.
+    "full": Size(receivers=[10, 100, 1000], fanout_deliveries=4_000_000, many_deliveries=2_000_000,
+                 latency_seconds=5.0, stalled_receivers=[100], scale_threads=1_000, scale_event_loop=10_000,
+                 joins=[250, 500, 1000, 2000, 4000], deadline=120.0),
+}
+
+JOIN_CURVE_STOP = 20.0  # seconds: a longer registration ends that target's join curve
+
+
+def stall_messages() -> int:
+    """Messages that overflow every buffer between a server and a client that never reads.
+
+    Linux lets a socket's send buffer grow to ``net.ipv4.tcp_wmem``'s maximum
+    (4 MiB by default): until that and the reader's receive buffer are
+    full, even a naive server does not notice that a client stopped reading.
+    """
+    wmem = 4 * 1024 * 1024
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            wmem = int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        pass
+    return math.ceil(1.5 * (wmem + 1024 * 1024) / (MESSAGE_SIZE + 4))
+
+
+def run_loadgen(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run the load generator in a process of its own, and read back its result."""
+    proc = subprocess.Popen([sys.executable, "-m", "chatlab.bench.loadgen"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(json.dumps(spec), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"completed": False, "error": f"the load generator did not finish within {timeout:g} s"}
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"completed": False, "error": f"the load generator failed: {err.strip()[-500:]}"}
+
+
+def measure(target: Target, scenario: str, spec: dict[str, Any], options: dict[str, int] | None = None,
+            clients: int = 0) -> dict[str, Any]:
+    """Start ``target``, run one load-generator scenario against it, stop it."""
+    try:
+        server = target.start(options, clients=clients)
+    except TargetError as exc:
+        return {"completed": False, "error": str(exc)}
+    with server:
+        spec = {"scenario": scenario, "host": server.host, "port": server.port, "dialect": target.dialect,
+                "server_pid": server.pid, **spec}
+        result = run_loadgen(spec, timeout=spec.get("deadline", 60.0) + 60.0)
+        if server.proc.poll() is not None:
+            result.setdefault("error", "the server died: " + " | ".join(server.output))
+            result["completed"] = False
+    return result
+
+
+def plan(size: Size, targets: list[Target], scenarios: list[str],
+         receivers: list[int] | None = None, messages: int | None = None) -> list[dict[str, Any]]:
+    """Every run to do, in order: one dict per (target, scenario, parameters)."""
+    runs: list[dict[str, Any]] = []
+    rs = receivers or size.receivers
+    for target in targets:
+        wanted = [s for s in scenarios if target.kind != "relay" or s in RELAY_SCENARIOS]
+        for scenario in wanted:
+            if scenario == "fanout":
+                for r in rs:
+                    m = messages or max(size.min_messages, size.fanout_deliveries // r)
+                    runs.append(dict(target=target, scenario="fanout", receivers=r, messages=m))
+            elif scenario == "many":
+                for r in rs:
+                    if r < 2:
+                        continue
+                    m = messages or max(2, size.many_deliveries // (r * (r - 1)))
+                    runs.append(dict(target=target, scenario="many", receivers=r, messages=m))
+            elif scenario == "latency":
+                for r in rs:
+                    runs.append(dict(target=target, scenario="latency", receivers=r))
+            elif scenario == "stalled":
+                for r in (receivers or size.stalled_receivers):
+                    m = max(size.min_messages, size.fanout_deliveries // r)
+                    runs.append(dict(target=target, scenario="stalled", receivers=r,
+                                     messages=messages or (stall_messages() if size.stall_fill else m)))
+            elif scenario == "scale":
+                n = size.scale_event_loop if target.event_loop else size.scale_threads
+                runs.append(dict(target=target, scenario="scale", connections=n))
+            elif scenario == "joins":
+                variants = [{}]
+                if target.kind == "chatlab":
+                    variants = [{"notices": "all"}, {"notices": "default"}]
+                for variant in variants:
+                    for n in size.joins:
+                        runs.append(dict(target=target, scenario="joins", connections=n, **variant))
+    return runs
+
+
+def execute(run: dict[str, Any], size: Size, previous: list[dict[str, Any]]) -> dict[str, Any]:
+    """Do one planned run; return its record (the plan's fields plus what was measured)."""
+    target: Target = run["target"]
+    scenario = run["scenario"]
+    record = {k: v for k, v in run.items() if k != "target"}
+    record["target"] = target.name
+    base = {"window": size.window, "deadline": size.deadline}
+    if scenario in ("fanout", "many"):
+        result = measure(target, scenario, {**base, "receivers": run["receivers"], "messages": run["messages"]})
+    elif scenario == "latency":
+        result = measure(target, "latency", {**base, "receivers": run["receivers"], "rate": size.rate,
+                                             "duration": size.latency_seconds})
+    elif scenario == "stalled":
+        spec = {**base, "receivers": run["receivers"], "messages": run["messages"]}
+        without = measure(target, "fanout", spec)
+        # The run with a stalled client gets a few times as long as the run
+        # without: a server that keeps going finishes well within it.
+        spec["deadline"] = min(size.deadline, max(3.0, 4 * without.get("seconds", size.deadline) + 2))
+        with_stall = measure(target, "stalled", spec)
+        result = {
+            "completed": without.get("completed", False),
+            "without": without,
+            "with": with_stall,
+            "rate_without": without.get("rate"),
+            "rate_with": with_stall.get("rate"),
+            "kept": (with_stall["rate"] / without["rate"]) if without.get("rate") and with_stall.get("rate")
+            is not None else None,
+            "stalled_everyone": not with_stall.get("completed", False),
+        }
+    elif scenario == "scale":
+        result = measure(target, "scale", {**base, "connections": run["connections"]},
+                         clients=run["connections"])
+    elif scenario == "joins":
+        options = {"large_room": 0} if run.get("notices") == "all" else {}
+        earlier = [p for p in previous if p["scenario"] == "joins" and p["target"] == target.name
+                   and p.get("notices") == run.get("notices")]
+        if earlier and (not earlier[-1].get("completed") or earlier[-1].get("seconds", 0) > JOIN_CURVE_STOP):
+            result = {"completed": False,
+                      "skipped": f"the previous size failed or took over {JOIN_CURVE_STOP:g} s"}
+        else:
+            result = measure(target, "scale", {**base, "connections": run["connections"]}, options,
+                             clients=run["connections"])
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}")
+    record.update(result)
+    return record
+
+
+def run_all(runs: list[dict[str, Any]], size: Size,
+            progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for run in runs:
+        started = time.monotonic()
+        record = execute(run, size, records)
+        record["wall_s"] = time.monotonic() - started
+        records.append(record)
+        if progress:
+            progress(record)
+    return records
+
+
+def run_benchmark(
+    size: str = "tiny",
+    targets: list[str] | None = None,
+    scenarios: list[str] | None = None,
+    receivers: list[int] | None = None,
+    messages: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark; return everything measured (what ``--json`` writes)."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+    config = SIZES[size]
+    scenarios = list(scenarios or SCENARIOS)
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
+    known = {t.name: t for t in all_targets()}
+    names = targets or list(known)
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"unknown target(s) {', '.join(missing)}; choose from {', '.join(known)}")
+    notes = []
+    chosen = []
+    for name in names:
+        why = known[name].unavailable()
+        if why:
+            notes.append(why)
+        else:
+            chosen.append(known[name])
+    # Every connection is a file descriptor, in the generator and in the
+    # server: raise the limit as far as allowed (children inherit it).
+    wanted = max(config.scale_event_loop, config.scale_threads, max(config.joins)) + 2000
+    limit = raise_fd_limit(wanted)
+    if limit < wanted:
+        notes.append(f"open-file limit {limit} (below the {wanted} wanted): the largest scale runs may fail")
+    runs = plan(config, chosen, scenarios, receivers, messages)
+    records = run_all(runs, config, progress)
+    result = {
+        "size": size,
+        "machine": machine(),
+        "config": {"scenarios": scenarios, "targets": [t.name for t in chosen], "window": config.window,
+                   "rate": config.rate, "latency_seconds": config.latency_seconds,
+                   "message_bytes": 100, "generator": "one selectors loop, lines mode (Redis: RESP)"},
+        "records": records,
+        "notes": notes,
+    }
+    result["headline"] = headline(records)
+    result["verdicts"] = verdicts(records)
+    return result
