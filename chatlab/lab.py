@@ -40,6 +40,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import importlib
+import inspect
 import itertools
 import json
 import os
@@ -186,8 +187,13 @@ class Recorder:
         return [d["latency"] for d in self.deliveries() if include_self or d["from"] != d["to"]]
 
 
-def describe(msg: dict[str, Any] | None) -> str:
-    """A short human summary of a message, for tables and plot labels."""
+def describe(msg: dict[str, Any] | None, width: int = 60) -> str:
+    """A short human summary of a message, for tables, plot labels and errors."""
+    text = _describe(msg)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _describe(msg: dict[str, Any] | None) -> str:
     if not msg:
         return ""
     kind = msg.get("type", "?")
@@ -377,6 +383,18 @@ class LiveServer(Instrument):
         return f"<LiveServer {self.name} {state}>"
 
 
+def no_defences(**keep: Any) -> Limits:
+    """Limits with the defences off (rate limits, connection caps, timeouts), for measuring.
+
+    A classroom server refuses a client that sends hundreds of pings a
+    second, or a thousand connections from one address -- exactly what a
+    measurement does.  The framing limits stay on; ``keep`` sets any others
+    (``no_defences(outbox_bytes=65536)``).
+    """
+    off = getattr(Limits, "off", None)
+    return off(**keep) if off is not None else Limits(**keep)
+
+
 def start_server(server: Any = "threads", host: str = DEFAULT_HOST, port: int = 0,
                  limits: Limits | None = None, log: bool = True) -> LiveServer:
     """Start a server (a model name from MODELS, a class, or a factory); stop it with ``.stop()``.
@@ -464,14 +482,18 @@ def _drain(stream: Any, lines: "queue.Queue[str]") -> None:
 class ServerProcess(Instrument):
     """A server in its own process, so its memory and threads can be measured alone.
 
-    ``spec`` is a model name (``"threads"``), or ``"FOLDER:module:Class"`` for
-    a class in a folder (a student's ``exercises/ex08_selectors.py``).  The
-    child stops gracefully when its standard input closes -- a signal that
-    works the same on Linux, macOS and Windows.
+    ``spec`` is a model name (``"threads"``), a server class that can be
+    imported from its file (a student's ``exercises/ex08_selectors.py``), or
+    ``"FOLDER:module:Class"``.  The child stops gracefully when its standard
+    input closes -- a signal that works the same on Linux, macOS and Windows.
     """
 
-    def __init__(self, spec: str = "threads", limits: Limits | None = None, log_file: str | None = None):
+    def __init__(self, spec: Any = "threads", limits: Limits | None = None, log_file: str | None = None):
+        if isinstance(spec, type):
+            model = next((name for name, cls in MODELS.items() if cls is spec), None)
+            spec = model or f"{Path(inspect.getfile(spec)).parent}:{spec.__module__}:{spec.__name__}"
         self.spec = spec
+        self.name = spec if spec in MODELS else spec.rsplit(":", 1)[-1]
         args = [sys.executable, "-m", "chatlab.lab", "serve", spec]
         if limits is not None:
             args += ["--limits", json.dumps(dataclasses.asdict(limits))]
@@ -635,7 +657,7 @@ def _probe_server_echo(cls: Any) -> None:
 
 
 def pick(implementation: str, module: str, name: str, probe: Callable[[Any], None] | None = None,
-         verbose: bool = True) -> Any:
+         reference: Any = None, verbose: bool = True) -> Any:
     """The ``name`` a notebook should use: the reference, or the student's from ``module``.
 
     ``implementation`` is ``"reference"`` (chatlab's own code), ``"exercises"``
@@ -643,9 +665,11 @@ def pick(implementation: str, module: str, name: str, probe: Callable[[Any], Non
     reference solutions, for instructors).  The student's version is tried
     first (``probe``, or a quick built-in test); an exercise not done yet
     raises NotImplementedError, and then the notebook carries on with the
-    reference and says so -- it never stops halfway.
+    reference and says so -- it never stops halfway.  ``reference`` replaces
+    chatlab's own version (a notebook passes its MODEL name, for instance).
     """
-    reference, default_probe = _reference(module, name)
+    default_reference, default_probe = _reference(module, name)
+    reference = default_reference if reference is None else reference
     if implementation == "reference":
         return reference
     if implementation not in COURSE_FOLDERS:
@@ -668,13 +692,19 @@ def pick(implementation: str, module: str, name: str, probe: Callable[[Any], Non
         if verbose:
             print(f"{label} {number} not done yet ({module}.{name}: {exc}): showing the reference")
         return reference
-    except Exception as exc:  # an import error, a bug, a hang cut short: say so, carry on
+    except ModuleNotFoundError as exc:
+        if verbose:
+            where_ = f"{folder.name}/{module}.py" if folder else f"{implementation}/"
+            print(f"{label} {number} not found ({where_}: {exc}): showing the reference")
+        return reference
+    except Exception as exc:  # a bug, a hang cut short: say so, carry on
         if verbose:
             print(f"{label} {number} is not usable yet ({module}.{name}: {type(exc).__name__}: {exc}): "
                   "showing the reference")
         return reference
     if verbose:
-        print(f"using your {name} from {folder.name}/{module}.py")
+        whose = "your" if implementation == "exercises" else "the reference solution's"
+        print(f"using {whose} {name} from {folder.name}/{module}.py")
     return found
 
 
@@ -1016,9 +1046,10 @@ class Crowd(Instrument):
     to reach everyone, and how many messages per second the server delivers.
     """
 
-    def __init__(self, address: tuple[str, int], prefix: str = "c"):
-        self.address, self.prefix = tuple(address)[:2], prefix
+    def __init__(self, address: tuple[str, int], prefix: str = "c", welcome: bytes = b"* Welcome"):
+        self.address, self.prefix, self.welcome = tuple(address)[:2], prefix, welcome
         self.members: list[socket.socket] = []
+        self._welcomed: set[socket.socket] = set()
         self.arrivals: dict[str, list[float]] = {}  # text -> arrival times
         self.delivered = 0
         self._decoders: dict[socket.socket, LineDecoder] = {}
@@ -1035,8 +1066,12 @@ class Crowd(Instrument):
     def __len__(self) -> int:
         return len(self.members)
 
-    def grow(self, size: int) -> None:
-        """Connect and register members until there are ``size``."""
+    def grow(self, size: int, timeout: float = 60.0) -> None:
+        """Connect and register members until there are ``size``.
+
+        Returns once each new member has been welcomed, so that a message
+        sent afterwards is one every member must receive.
+        """
         new = []
         while len(self.members) + len(new) < size:
             sock = socket.create_connection(self.address, timeout=TIMEOUT)
@@ -1048,6 +1083,11 @@ class Crowd(Instrument):
             self._new.extend(new)
             self.members.extend(new)
         self._wake_w.send(b"x")
+        with self._changed:
+            if not self._changed.wait_for(lambda: all(s in self._welcomed for s in new), timeout):
+                missing = sum(s not in self._welcomed for s in new)
+                raise TimeoutError(f"{missing} of {len(new)} new crowd members got no welcome line "
+                                   f"({self.welcome!r}...) within {timeout:g} s")
 
     def _loop(self) -> None:
         while not self._stopping:
@@ -1071,7 +1111,12 @@ class Crowd(Instrument):
                     self._selector.unregister(sock)
                     continue
                 now = clock()
-                chats = [line for line in self._decoders[sock].feed(data) if line.startswith(b"<")]  # type: ignore[index]
+                lines = self._decoders[sock].feed(data)  # type: ignore[index]
+                if sock not in self._welcomed and any(line.startswith(self.welcome) for line in lines):
+                    with self._changed:
+                        self._welcomed.add(sock)  # type: ignore[arg-type]
+                        self._changed.notify_all()
+                chats = [line for line in lines if line.startswith(b"<")]
                 if chats:
                     with self._changed:
                         for line in chats:

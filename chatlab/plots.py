@@ -40,7 +40,7 @@ def timeline(recorder: Recorder, title: str = "Connection timeline", on: str = "
     """
     clients = recorder.clients()
     events = recorder.events
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * len(clients)))
+    fig, ax = plt.subplots(figsize=(10, max(2.6, 1.4 + 0.45 * len(clients))))
     end = max((e.t for e in events), default=0.0)
     for row, client in enumerate(clients):
         mine = [e for e in events if e.client == client]
@@ -65,8 +65,7 @@ def timeline(recorder: Recorder, title: str = "Connection timeline", on: str = "
     ax.set_xlabel("time since the recorder started (ms, monotonic clock)")
     ax.set_ylabel("client")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.3 / max(1, len(clients))), ncol=4,
-              fontsize=8, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _titled(fig, title, on)
 
 
@@ -104,9 +103,9 @@ def latency(seconds: Sequence[float], title: str = "Latency", on: str = "", bins
 
 def throughput(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str = "Throughput",
                on: str = "", xlabel: str = "number of clients", ylabel: str = "messages delivered per second",
-               log_x: bool = False) -> Figure:
+               log_x: bool = False, ax: Any = None) -> Figure:
     """One line per label: a measured rate against the number of clients."""
-    return lines(series, title, on, xlabel, ylabel, log_x=log_x)
+    return lines(series, title, on, xlabel, ylabel, log_x=log_x, ax=ax)
 
 
 def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, on: str, xlabel: str,
@@ -128,7 +127,7 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str
 
 
 def bars(values: dict[str, float], title: str, on: str, ylabel: str, xlabel: str = "",
-         annotate: str = "{:.3g}") -> Figure:
+         annotate: str = "{:.3g}", log_y: bool = False) -> Figure:
     """One bar per label, each value written on its bar."""
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(values) + 2), 3.8))
     labels = list(values)
@@ -137,6 +136,8 @@ def bars(values: dict[str, float], title: str, on: str, ylabel: str, xlabel: str
         ax.annotate(annotate.format(values[label]), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=8)
     ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
     if xlabel:
         ax.set_xlabel(xlabel)
     ax.grid(axis="y", alpha=0.3)
@@ -219,11 +220,14 @@ def stream_pieces(rows: dict[str, Sequence[int]], title: str = "How the byte str
 def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], columns: Sequence[str], title: str, on: str,
             xlabel: str, ylabel: str, unit: str = "") -> Figure:
     """A table of numbers as colours, each cell written out (e.g. messages from whom to whom)."""
-    fig, ax = plt.subplots(figsize=(1.6 + 0.6 * len(columns), 1.4 + 0.45 * len(rows)))
+    longest = max(len(str(label)) for label in rows)
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.5 + 0.07 * longest + 1.1 * len(columns)), max(3.2, 1.6 + 0.5 * len(rows))))
     image = ax.imshow(matrix, cmap="Blues", aspect="auto")
+    top = max((max(row) for row in matrix if len(row)), default=0) or 1
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=9,
+                    color="white" if value > top / 2 else "black")
     ax.set_xticks(range(len(columns)), list(columns))
     ax.set_yticks(range(len(rows)), list(rows))
     ax.set_xlabel(xlabel)

@@ -1,0 +1,101 @@
+"""Every notebook in notebooks/ runs top to bottom in a real Jupyter kernel, headless.
+
+Whoever wrote it, a notebook must: be committed clean (valid nbformat 4,
+no outputs, no execution counts, the python3 kernel, a parameters cell at
+the top); run without an error; draw at least one figure of what it
+measured; and leave no chatlab thread or lab instrument running when its
+last cell is done.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+CELL_TIMEOUT = 90  # seconds for any one cell; a hung server fails the cell that waited on it
+
+# Run after the notebook's own cells, in the same kernel: the notebook must
+# have stopped everything it started (a short grace for threads that are
+# already on their way out).
+LEFTOVERS_CHECK = """
+import sys, threading, time
+_deadline = time.monotonic() + 2
+while time.monotonic() < _deadline and any(t.name.startswith("chatlab") for t in threading.enumerate()):
+    time.sleep(0.05)
+_left = sorted(t.name for t in threading.enumerate() if t.name.startswith("chatlab"))
+_running = sys.modules["chatlab.lab"].running() if "chatlab.lab" in sys.modules else []
+assert not _left and not _running, f"the notebook left these running: threads {_left}, instruments {_running}"
+"""
+
+
+def ids(path: Path) -> str:
+    return path.stem
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 7, [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_committed_clean(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", "the kernel must be python3"
+    dirty = [i for i, cell in enumerate(nb.cells)
+             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+    assert not dirty, f"cells {dirty} were committed with outputs or execution counts: clear them"
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code, "a notebook without code"
+    first = code[0].source
+    # A parameters cell at the top: the first code cell sets the knobs in CAPITALS.
+    assert any(line.split("=")[0].strip().isupper() for line in first.splitlines() if "=" in line), \
+        "the first code cell should be the parameters cell (NAME = value lines)"
+
+
+def execute(path: Path, parameters: dict[str, object] | None = None):
+    """Run the notebook in a fresh python3 kernel, in notebooks/, with a non-GUI matplotlib."""
+    nb = nbformat.read(path, as_version=4)
+    if parameters:
+        cell = next(c for c in nb.cells if c.cell_type == "code")
+        cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
+    nb.cells.append(nbformat.v4.new_code_cell(LEFTOVERS_CHECK))
+    # The inline backend draws PNGs into the notebook and never opens a window.
+    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1")
+    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    started = time.monotonic()
+    client.execute(env=env)
+    return nb, time.monotonic() - started
+
+
+def figures(nb) -> int:
+    return sum("image/png" in output.get("data", {})
+               for cell in nb.cells if cell.cell_type == "code" for output in cell.outputs)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_runs_headless_and_draws(path: Path):
+    nb, seconds = execute(path)  # an error in any cell raises CellExecutionError, with the cell and traceback
+    assert figures(nb) >= 1, f"{path.name} ran but drew no figure"
+    print(f"{path.name}: {seconds:.1f} s, {figures(nb)} figures")
+
+
+@pytest.mark.timeout(240)
+def test_the_student_path_runs_even_with_exercises_not_done():
+    """IMPLEMENTATION = "exercises" with untouched (or missing) exercises falls back to the reference."""
+    path = NOTEBOOK_DIR / "02_byte_stream.ipynb"
+    nb, _ = execute(path, {"IMPLEMENTATION": "exercises"})
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "showing the reference" in text or "using your" in text, text[:2000]
+    assert figures(nb) >= 1
