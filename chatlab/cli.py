@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--downloads", type=Path, default=None, metavar="DIR",
                       help="where files you /accept are saved (default: the current folder)")
     chat.set_defaults(func=cmd_chat)
+
+    # The course: `chatlab check [N]` for students, `chatlab course generate` for instructors.
+    from .course.cli import add_parsers as add_course_parsers
+
+    add_course_parsers(sub)
     bench = sub.add_parser("bench", help="measure the server models against a naive server and Redis")
     bench.add_argument("--size", choices=["tiny", "small", "full"], default="small",
                        help="tiny: seconds (proves it works); small: a minute or two; full: docs/performance.md "

@@ -34,23 +34,53 @@ def hexdump(data: bytes, limit: int = 64) -> str:
     return "\n".join(rows)
 
 
+WAIT_SLICE = 0.1  # seconds: how often a waiting RawClient looks for a crashed server thread
+
+
 class CheckFailed(AssertionError):
     """A failed expectation, carrying the transcript that led to it."""
 
 
 class Transcript:
-    """A numbered record of what the test did and saw."""
+    """A numbered record of what the test did and saw.
 
-    def __init__(self) -> None:
+    ``on_step`` is called with each step as it is added: the course checker
+    streams steps to its parent process, so that a check killed for hanging
+    can still say which step it hung in.
+
+    The code under test may run threads of its own (a student's server).  An
+    exception that ends one of them is recorded with ``thread_failed`` (for
+    example from ``threading.excepthook``), and every wait in ``RawClient``
+    re-raises it at once: a crashed server thread fails the check with its
+    own error, instead of a timeout that says nothing.
+    """
+
+    def __init__(self, on_step: Callable[[str], None] | None = None) -> None:
         self.steps: list[str] = []
         self.started = time.monotonic()
+        self.on_step = on_step
+        self.thread_errors: list[tuple[str, BaseException]] = []
 
     def add(self, text: str) -> None:
-        self.steps.append(f"{time.monotonic() - self.started:7.3f}s  {text}")
+        step = f"{time.monotonic() - self.started:7.3f}s  {text}"
+        self.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
+
+    def thread_failed(self, thread_name: str, exc: BaseException) -> None:
+        """A background thread of the code under test died of ``exc``."""
+        self.add(f"thread {thread_name!r} ended with {type(exc).__name__}: {exc}")
+        self.thread_errors.append((thread_name, exc))
+
+    def raise_thread_error(self) -> None:
+        """Re-raise, in the waiting thread, the first exception a background thread died of."""
+        if self.thread_errors:
+            raise self.thread_errors[0][1]
 
     def fail(self, expected: str, got: str, hint: str = "") -> CheckFailed:
         lines = ["Transcript (most recent last):"]
-        lines += [f"  {i:3d}. {step}" for i, step in enumerate(self.steps[-40:], 1)]
+        shown = self.steps[-40:]
+        lines += [f"  {i:3d}. {step}" for i, step in enumerate(shown, len(self.steps) - len(shown) + 1)]
         lines.append(f"Expected: {expected}")
         lines.append(f"But got:  {got}")
         if hint:
@@ -73,23 +103,31 @@ class RawClient:
         transcript: Transcript | None = None,
         timeout: float = 5.0,
         rcvbuf: int | None = None,
+        accepted: socket.socket | None = None,
     ):
+        """Connect to ``address`` -- or, given ``accepted``, play the *server's* end of
+        a connection the test accepted from ``address`` (to check a client)."""
         self.label = label
         self.timeout = timeout
         self.log = transcript or Transcript()
-        self.log.add(f"{label}: connect to {address[0]}:{address[1]}")
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        if rcvbuf:
-            # Set before connecting, so the TCP window is small from the start.
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if accepted is not None:
+            self.log.add(f"{label}: accepted a connection from {address[0]}:{address[1]}")
+            self.sock = accepted
+        else:
+            self.log.add(f"{label}: connect to {address[0]}:{address[1]}")
+            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            if rcvbuf:
+                # Set before connecting, so the TCP window is small from the start.
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(address)
-        except OSError as exc:
-            self.sock.close()
-            raise self.log.fail("a connection", f"{type(exc).__name__}: {exc}",
-                                "is the server listening on that address?") from None
+        if accepted is None:
+            try:
+                self.sock.connect(address)
+            except OSError as exc:
+                self.sock.close()
+                raise self.log.fail("a connection", f"{type(exc).__name__}: {exc}",
+                                    "is the server listening on that address?") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.frames = FrameDecoder()
         self.lines = LineDecoder(1 << 20)
@@ -122,10 +160,12 @@ class RawClient:
             if remaining <= 0 or self.eof:
                 got = "the connection closed" if self.eof else "nothing more (timed out)"
                 raise self.log.fail(f"{self.label} receives {what}", got)
-            self.sock.settimeout(remaining)
+            # Wait in short slices, to notice a crashed server thread at once.
+            self.sock.settimeout(min(remaining, WAIT_SLICE))
             try:
                 data = self.sock.recv(65536)
             except TimeoutError:
+                self.log.raise_thread_error()
                 continue
             except ConnectionResetError:
                 self.log.add(f"{self.label}: connection reset by the server")

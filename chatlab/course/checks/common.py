@@ -1,0 +1,89 @@
+"""Helpers shared by the checks of the chat servers (exercises 5, 6, 8, 9): lines mode, as people speak it."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+import threading
+from typing import Any, Callable
+
+from ...testing import RawClient
+from ..harness import Context
+
+
+def banner(ctx: Context, client: RawClient) -> str:
+    return ctx.expect_line(client, lambda line: line.startswith("chatlab/"),
+                           "the banner line, 'chatlab/1 ...'",
+                           "the server speaks first: send BANNER as soon as the client is connected")
+
+
+def connect(ctx: Context, address: tuple[str, int], label: str, **kwargs: Any) -> RawClient:
+    """A lines-mode client past the banner."""
+    client = ctx.client(address, label, **kwargs)
+    banner(ctx, client)
+    return client
+
+
+def join(ctx: Context, address: tuple[str, int], name: str, **kwargs: Any) -> RawClient:
+    """A lines-mode client, registered as ``name``."""
+    client = connect(ctx, address, name, **kwargs)
+    client.send_line(name)
+    welcome(ctx, client, name)
+    return client
+
+
+def welcome(ctx: Context, client: RawClient, name: str) -> str:
+    """The welcome line.  A notice that someone else joined may come first: the
+    threads of two clients joining one after the other race, legitimately."""
+    expected = f"* Welcome, {name}!"
+    hint = "after a good name: the welcome line to the newcomer, '* Welcome, NAME! Online: ...'"
+    while True:
+        line = ctx.expect_line(client, lambda line: line.startswith(expected) or JOINED.match(line) is not None,
+                               f"'{expected} Online: ...'", hint)
+        if line.startswith(expected):
+            return line
+
+
+JOINED = re.compile(r"^\* \S+ joined$")
+
+
+def error_line(code: str) -> Callable[[str], bool]:
+    return lambda line: line.startswith("!") and line.rstrip().endswith(f"({code})")
+
+
+def reset(ctx: Context, client: RawClient) -> None:
+    """Close with a TCP reset (RST) instead of a polite FIN: what a crashed program does."""
+    ctx.step(f"{client.label}: close with a reset (SO_LINGER 0)")
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("HH" if os.name == "nt" else "ii", 1, 0))
+    client.close()
+
+
+def in_background(ctx: Context, name: str, action: Callable[[], None]) -> threading.Thread:
+    """Run ``action`` in a thread of the check; its failure is reported when joined with ``finish``."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name=f"check-{name}", daemon=True)
+    thread.errors = errors  # type: ignore[attr-defined]
+    thread.start()
+    return thread
+
+
+def finish(ctx: Context, thread: threading.Thread, what: str, timeout: float = 10.0) -> None:
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ctx.fail(f"{what} to finish within {timeout:g} s", "it was still running")
+    if thread.errors:  # type: ignore[attr-defined]
+        raise thread.errors[0]  # type: ignore[attr-defined]
+
+
+def server_threads(ctx: Context) -> list[threading.Thread]:
+    """Threads the student's code started and left running (the check's own are named check-...)."""
+    return [t for t in ctx.new_threads() if not t.name.startswith("check-")]

@@ -1,0 +1,154 @@
+"""Make the student files from the reference solutions: one source, no drift.
+
+A solution marks the code a student must write::
+
+        def handle(self, conn):
+            # BEGIN SOLUTION
+            # HINT: loop: data = conn.recv(BUFFER_SIZE); b"" means the client closed
+            # TODO: echo each piece as it comes
+            while data := conn.recv(BUFFER_SIZE):
+                conn.sendall(data)
+            # END SOLUTION
+
+and the generator turns each region into what the student starts from::
+
+        def handle(self, conn):
+            # TODO: echo each piece as it comes
+            raise NotImplementedError("loop: data = conn.recv(BUFFER_SIZE); b\\"\\" means the client closed")
+
+The rules: ``# BEGIN SOLUTION`` and ``# END SOLUTION`` stand alone on their
+lines, at the same indentation, with every line between indented at least
+as much.  ``# HINT:`` lines (one or more, joined) are required: they become
+the message of the NotImplementedError, which the checker shows as "not
+implemented yet".  ``# TODO`` lines are kept as the student's guidance (the
+hint is used if there are none).  Everything else in the region is
+removed.  The result must compile: the generator refuses to write it if not.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+BEGIN = "# BEGIN SOLUTION"
+END = "# END SOLUTION"
+HINT = "# HINT:"
+TODO = "# TODO"
+PATTERN = "ex[0-9][0-9]_*.py"  # the course files, in solutions/ and exercises/
+
+
+class MarkerError(ValueError):
+    """A solution file whose markers do not follow the rules."""
+
+
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _literal(text: str) -> str:
+    """``text`` as a double-quoted Python string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _raise(indent: str, hints: list[str]) -> str:
+    """The ``raise NotImplementedError(hint)`` line, split over lines as the hint was."""
+    one_line = f"{indent}raise NotImplementedError({_literal(' '.join(hints))})\n"
+    if len(hints) == 1 or len(one_line) <= 100:
+        return one_line
+    parts = [_literal(h + " ") for h in hints[:-1]] + [_literal(hints[-1])]
+    body = "".join(f"{indent}    {part}\n" for part in parts)
+    return f"{indent}raise NotImplementedError(\n{body}{indent})\n"
+
+
+def strip_solutions(source: str, filename: str = "<solution>") -> str:
+    """The student version of one solution file."""
+    lines = source.splitlines(keepends=True)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if stripped in (END, HINT) or stripped.startswith(HINT):
+            raise MarkerError(f"{filename}:{i + 1}: {stripped.split(':')[0]} outside a solution region")
+        if stripped != BEGIN:
+            if stripped.startswith("# BEGIN") or stripped.startswith("# END"):
+                raise MarkerError(f"{filename}:{i + 1}: write the marker exactly as {BEGIN!r} or {END!r}")
+            out.append(line)
+            i += 1
+            continue
+        start, indent = i, _indent(line)
+        hints: list[str] = []
+        todos: list[str] = []
+        i += 1
+        while True:
+            if i == len(lines):
+                raise MarkerError(f"{filename}:{start + 1}: {BEGIN} without {END}")
+            inner = lines[i]
+            text = inner.strip()
+            if text == END:
+                if _indent(inner) != indent:
+                    raise MarkerError(f"{filename}:{i + 1}: {END} not indented like its {BEGIN} (line {start + 1})")
+                break
+            if text == BEGIN:
+                raise MarkerError(f"{filename}:{i + 1}: solution regions cannot be nested")
+            if text and not inner.startswith(indent):
+                raise MarkerError(f"{filename}:{i + 1}: a line in a solution region is indented less than its marker")
+            if text.startswith(HINT):
+                hints.append(text[len(HINT):].strip())
+            elif text.startswith(TODO):
+                todos.append(text)
+            i += 1
+        i += 1  # past END
+        if not hints:
+            raise MarkerError(f"{filename}:{start + 1}: a solution region needs a {HINT} line")
+        hint = " ".join(hints)
+        for todo in todos or [f"# TODO: {hint}"]:
+            out.append(f"{indent}{todo}\n")
+        out.append(_raise(indent, hints))
+    result = "".join(out)
+    try:
+        compile(result, filename, "exec")
+    except SyntaxError as exc:
+        raise MarkerError(f"{filename}: the generated student file does not compile: {exc}") from None
+    return result
+
+
+@dataclass
+class Difference:
+    name: str
+    problem: str  # "missing", "different" or "extra"
+    diff: str = ""
+
+
+def generate(solutions: Path, exercises: Path, write: bool = True) -> list[Difference]:
+    """Regenerate ``exercises`` from ``solutions``; with ``write=False`` only compare.
+
+    Returns the files that were (or, when only comparing, would be) changed.
+    """
+    sources = sorted(solutions.glob(PATTERN))
+    if not sources:
+        raise FileNotFoundError(f"no solution files ({PATTERN}) in {solutions}")
+    wanted = {path.name: strip_solutions(path.read_text(encoding="utf-8"), str(path)) for path in sources}
+    differences: list[Difference] = []
+    for name, text in wanted.items():
+        target = exercises / name
+        if not target.exists():
+            differences.append(Difference(name, "missing"))
+        else:
+            current = target.read_text(encoding="utf-8")
+            if current != text:
+                diff = "".join(difflib.unified_diff(
+                    current.splitlines(keepends=True), text.splitlines(keepends=True),
+                    f"exercises/{name} (committed)", f"exercises/{name} (generated)", n=2))
+                differences.append(Difference(name, "different", diff))
+    for path in sorted(exercises.glob(PATTERN)):
+        if path.name not in wanted:
+            differences.append(Difference(path.name, "extra"))
+    if write:
+        exercises.mkdir(parents=True, exist_ok=True)
+        for name, text in wanted.items():
+            # newline="\n": the same bytes on every platform, so the check
+            # that exercises/ equals the generator's output holds on Windows.
+            (exercises / name).write_text(text, encoding="utf-8", newline="\n")
+    return differences

@@ -1,0 +1,281 @@
+"""What a check is written with: a transcript of steps, and helpers that explain failures.
+
+A check is a function of one argument, the ``Context``, marked with the
+``check`` decorator::
+
+    @check("the server echoes bytes back exactly", points=2,
+           hint="handle() must send back every byte recv() returned, until b\\"\\"")
+    def echoes(ctx):
+        ex = ctx.load("ex01_echo")
+        server = ctx.start(ex.EchoServer())
+        client = ctx.client(server.address)
+        client.send(b"hello")
+        ctx.expect_bytes(client, b"hello")
+
+Every step goes into the transcript (``chatlab.testing.Transcript``).  A
+failure shows the numbered steps, what was expected, what came instead (a
+hex dump where bytes matter) and the hint.  Every wait has a timeout that
+names its step; every call into the student's code that could block runs
+with one (``ctx.call``); everything a check starts is stopped at the end,
+whatever happened (``ctx.cleanup``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..testing import CheckFailed, RawClient, Transcript, hexdump
+
+STEP_TIMEOUT = 5.0  # seconds a single step may take before it counts as hung
+CHECK_TIMEOUT = 30.0  # seconds a whole check may take before its process is stopped
+
+
+@dataclass
+class Check:
+    exercise: int
+    index: int  # 1, 2, ... within its exercise
+    name: str
+    points: int
+    hint: str
+    function: Callable[["Context"], None]
+    timeout: float = CHECK_TIMEOUT
+
+    @property
+    def id(self) -> str:
+        return f"{self.exercise}.{self.index}"
+
+
+def check(name: str, points: int = 1, hint: str = "", timeout: float = CHECK_TIMEOUT):
+    """Mark a function as a check; its exercise and number come from its module."""
+
+    def mark(function: Callable[["Context"], None]) -> Callable[["Context"], None]:
+        function.check_info = dict(name=name, points=points, hint=hint, timeout=timeout)  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def _short(data: bytes, limit: int = 80) -> str:
+    text = repr(data)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def show_bytes(data: bytes) -> str:
+    """``data`` for a person: its repr, plus a hex dump when it is binary or long."""
+    if len(data) > 48 or any(b < 32 and b not in (9, 10, 13) or b >= 127 for b in data):
+        return f"{len(data)} bytes {_short(data)}\n{hexdump(data)}"
+    return repr(data)
+
+
+class Context:
+    """One check's world: the folder under test, the transcript, what to clean up."""
+
+    def __init__(self, folder: Path, log: Transcript, hint: str = ""):
+        self.folder = folder
+        self.log = log
+        self.hint = hint
+        self._cleanups: list[tuple[str, Callable[[], Any]]] = []
+        self._hung: list[Callable[..., Any]] = []  # calls that timed out: not tried again
+        self.threads_before = set(threading.enumerate())
+
+    # ------------------------------------------------------------ steps
+
+    def step(self, text: str) -> None:
+        self.log.add(text)
+
+    def fail(self, expected: str, got: str, hint: str | None = None) -> CheckFailed:
+        """A failure to ``raise``: the transcript, expected, got, and the hint."""
+        return self.log.fail(expected, got, self.hint if hint is None else hint)
+
+    # ------------------------------------------------- the student's code
+
+    def load(self, module: str) -> Any:
+        """Import one of the student's files (their folder is on sys.path)."""
+        self.step(f"import {module} from {self.folder.name}/")
+        if not (self.folder / f"{module}.py").exists():
+            raise self.fail(f"the file {self.folder.name}/{module}.py", "no such file",
+                            "run the check from the folder that holds exercises/, or give --dir")
+        return importlib.import_module(module)
+
+    def call(self, what: str, function: Callable[..., Any], *args: Any,
+             timeout: float = STEP_TIMEOUT, hint: str | None = None, **kwargs: Any) -> Any:
+        """Run ``function`` in a thread of its own, and wait for it at most ``timeout`` seconds.
+
+        A hang in the student's code then fails this step, by name, instead
+        of freezing the checker.
+        """
+        self.step(what)
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = function(*args, **kwargs)
+            except BaseException as exc:  # handed to the waiting thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run, name="check-call", daemon=True)
+        worker.start()
+        deadline = time.monotonic() + timeout
+        while worker.is_alive():
+            worker.join(0.05)
+            self.log.raise_thread_error()
+            if worker.is_alive() and time.monotonic() > deadline:
+                self._hung.append(function)
+                raise self.fail(f"{what}: to finish within {timeout:g} s",
+                                "it was still running (blocked in a call that waits, or in a loop?)", hint)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
+    def start(self, server: Any, what: str = "start the server") -> Any:
+        """``server.start()``, checked; ``server.stop()`` is called at the end, whatever happens."""
+        self.on_cleanup("stop the server", server.stop)
+        result = self.call(f"{what}: start()", server.start)
+        if result is not server:
+            raise self.fail("start() to return the server itself (return self)", repr(result))
+        address = self.call("read server.address", lambda: server.address)
+        if (not isinstance(address, tuple) or len(address) != 2
+                or not isinstance(address[1], int) or not 0 < address[1] < 65536):
+            raise self.fail("server.address to be (host, port), a port chosen by the kernel", repr(address))
+        self.step(f"the server says it listens on {address[0]}:{address[1]}")
+        return server
+
+    # ------------------------------------------------------- our clients
+
+    def client(self, address: tuple[str, int], label: str = "client", timeout: float = STEP_TIMEOUT,
+               **kwargs: Any) -> RawClient:
+        """A RawClient that records into this transcript; closed at the end."""
+        client = RawClient(address, label, self.log, timeout=timeout, **kwargs)
+        self.on_cleanup(f"close {label}", client.close, quiet=True)
+        return client
+
+    def expect_bytes(self, client: RawClient, expected: bytes, what: str = "", hint: str | None = None) -> bytes:
+        """Read from ``client`` until ``len(expected)`` bytes came (or the stream ended); compare."""
+        got = b""
+        deadline = time.monotonic() + client.timeout
+        try:
+            while len(got) < len(expected):
+                got += client._recv_some(deadline, what or f"{len(expected)} bytes")
+        except CheckFailed:
+            if not got:
+                raise
+        if got != expected:
+            raise self.fail(f"{what or 'to receive'} {show_bytes(expected)}", show_bytes(got), hint)
+        return got
+
+    def expect_line(self, client: RawClient, expected: str | Callable[[str], bool], what: str = "",
+                    hint: str | None = None, timeout: float | None = None) -> str:
+        """The next line ``client`` receives must be ``expected`` (or pass the test)."""
+        try:
+            line = client.recv_line(timeout)
+        except CheckFailed as exc:
+            raise self.fail(f"{client.label} receives {what or repr(expected)}",
+                            str(exc).rsplit("But got:", 1)[-1].split("\n")[0].strip(), hint) from None
+        ok = expected(line) if callable(expected) else line == expected
+        if not ok:
+            raise self.fail(f"{client.label} receives {what or repr(expected)}", repr(line), hint)
+        return line
+
+    def recv_line(self, client: RawClient, what: str = "a line", hint: str | None = None) -> str:
+        """The next line ``client`` receives, whatever it is (a failure carries the hint)."""
+        try:
+            return client.recv_line()
+        except CheckFailed as exc:
+            got = str(exc).rsplit("But got:", 1)[-1].split("\n")[0].strip()
+            raise self.fail(f"{client.label} receives {what}", got, hint) from None
+
+    def wait_line(self, client: RawClient, test: Callable[[str], bool], what: str,
+                  hint: str | None = None, timeout: float | None = None, limit: int = 200) -> list[str]:
+        """Lines up to and including the first that passes ``test`` (others are skipped)."""
+        seen: list[str] = []
+        deadline = time.monotonic() + (timeout or client.timeout)
+        while len(seen) < limit:
+            try:
+                line = client.recv_line(max(0.05, deadline - time.monotonic()))
+            except CheckFailed as exc:
+                got = str(exc).rsplit("But got:", 1)[-1].split("\n")[0].strip()
+                others = f" (after {len(seen)} other lines)" if seen else ""
+                raise self.fail(f"{client.label} receives {what}", got + others, hint) from None
+            seen.append(line)
+            if test(line):
+                return seen
+        raise self.fail(f"{client.label} receives {what}", f"{limit} other lines", hint)
+
+    def wait_until(self, test: Callable[[], bool], what: str, timeout: float = STEP_TIMEOUT,
+                   hint: str | None = None) -> None:
+        """Wait for a condition (polled), at most ``timeout`` seconds."""
+        self.step(f"wait until {what}")
+        deadline = time.monotonic() + timeout
+        while not test():
+            self.log.raise_thread_error()
+            if time.monotonic() > deadline:
+                raise self.fail(f"{what}, within {timeout:g} s", "it did not happen", hint)
+            time.sleep(0.01)
+
+    # ------------------------------------------------------------ threads
+
+    def new_threads(self) -> list[threading.Thread]:
+        """Threads started since the check began that are still running (ours excluded)."""
+        return [t for t in threading.enumerate()
+                if t not in self.threads_before and t.is_alive() and t.name != "check-call"]
+
+    # ------------------------------------------------------------ cleanup
+
+    def on_cleanup(self, what: str, action: Callable[[], Any], quiet: bool = False) -> None:
+        self._cleanups.append((what if not quiet else "", action))
+
+    def cleanup(self) -> BaseException | None:
+        """Undo what the check started, newest first, each step bounded; the first error, if any."""
+        first: BaseException | None = None
+        while self._cleanups:
+            what, action = self._cleanups.pop()
+            if action in self._hung:
+                self.step(f"{what}: skipped, it hung already")
+                continue
+            try:
+                if what:
+                    self.call(what, action)
+                else:
+                    action()
+            except BaseException as exc:
+                first = first or exc
+        return first
+
+
+def free_port() -> int:
+    """A port with nothing listening on it (bound, then released at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def student_frame(exc: BaseException, folder: Path) -> tuple[str, int, str, str] | None:
+    """The innermost (file, line, function, source) of ``exc``'s traceback in ``folder``."""
+    import traceback
+
+    found = None
+    folder = folder.resolve()
+    for frame in traceback.extract_tb(exc.__traceback__):
+        try:
+            in_folder = Path(frame.filename).resolve().parent == folder
+        except (OSError, ValueError):
+            in_folder = False
+        if in_folder:
+            found = (Path(frame.filename).name, frame.lineno or 0, frame.name, (frame.line or "").strip())
+    return found
+
+
+def forget_modules(folder: Path) -> None:
+    """Drop the student's modules from sys.modules (used between checks run in one process)."""
+    folder = folder.resolve()
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and Path(path).resolve().parent == folder:
+            del sys.modules[name]
