@@ -58,8 +58,9 @@ class EchoServer:
         # TODO: 3. bind it to (self.host, self.port), then listen()
         # TODO: 4. start a daemon thread running self.serve_forever; keep it in self._thread
         raise NotImplementedError(
-            "socket.socket(socket.AF_INET, socket.SOCK_STREAM), setsockopt(SOL_SOCKET, SO_REUSEADDR, 1), "
-            "bind((self.host, self.port)), listen(), then a threading.Thread running self.serve_forever"
+            "socket.socket(socket.AF_INET, socket.SOCK_STREAM), setsockopt(SOL_SOCKET, "
+            "SO_REUSEADDR, 1), bind((self.host, self.port)), listen(), then a threading.Thread "
+            "running self.serve_forever"
         )
         return self
 
@@ -67,7 +68,9 @@ class EchoServer:
     def address(self) -> tuple[str, int]:
         """The (host, port) really listened on: with port 0, the port the kernel chose."""
         # TODO: ask the listening socket where it is bound: self.listener.getsockname()
-        raise NotImplementedError("ask the listening socket where it is bound: self.listener.getsockname()")
+        raise NotImplementedError(
+            "ask the listening socket where it is bound: self.listener.getsockname()"
+        )
 
     def serve_forever(self) -> None:
         """Accept clients one after another; echo each until it has finished."""
@@ -79,8 +82,9 @@ class EchoServer:
             # TODO: serve it with self.handle(conn), keeping it in self.current meanwhile
             # TODO: close it afterwards, whatever happened (a `with conn:` block does that)
             raise NotImplementedError(
-                "conn, peer = self.listener.accept() (on socket.timeout just loop again; on OSError the "
-                "listener was closed: return), then self.handle(conn), then close conn"
+                "conn, peer = self.listener.accept() (on socket.timeout just loop again; on "
+                "OSError the listener was closed: return), then self.handle(conn), then close "
+                "conn"
             )
 
     def handle(self, conn: socket.socket) -> None:
@@ -123,6 +127,6 @@ def echo_once(address: tuple[str, int], data: bytes, timeout: float = 5.0) -> by
     # TODO: 2. send all of data, then shutdown(socket.SHUT_WR): "no more from me" (you can still read)
     # TODO: 3. recv() and collect pieces until b"" (the server closed), close, return the bytes
     raise NotImplementedError(
-        "socket.socket(), settimeout(timeout), connect(address), sendall(data), shutdown(socket.SHUT_WR), "
-        "then recv() until it returns b\"\", and close the socket"
+        "socket.socket(), settimeout(timeout), connect(address), sendall(data), "
+        "shutdown(socket.SHUT_WR), then recv() until it returns b\"\", and close the socket"
     )

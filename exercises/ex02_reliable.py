@@ -34,8 +34,8 @@ def send_all(sock: socket.socket, data: bytes) -> None:
     """
     # TODO: while some bytes are left: send() them, and drop from the front the number it returns
     raise NotImplementedError(
-        "sent = sock.send(what is left); keep only data[sent:] and loop while anything is left "
-        "(a memoryview slices without copying)"
+        "sent = sock.send(what is left); keep only data[sent:] and loop while anything is left (a "
+        "memoryview slices without copying)"
     )
 
 
@@ -44,6 +44,6 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
     # TODO: collect pieces until you have n bytes; ask recv() for at most the bytes still missing
     # TODO: recv() returning b"" before that: raise ConnectionError, saying how many bytes came
     raise NotImplementedError(
-        "loop: piece = sock.recv(how many are still missing); b\"\" means the peer closed: "
-        "raise ConnectionError; never ask for more than is missing, or you eat the next message"
+        "loop: piece = sock.recv(how many are still missing); b\"\" means the peer closed: raise "
+        "ConnectionError; never ask for more than is missing, or you eat the next message"
     )

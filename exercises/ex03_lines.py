@@ -51,6 +51,7 @@ class LineDecoder:
         # TODO:    max_length (allow 1 more byte: it may be the \r of a \r\n), raise LineTooLong;
         # TODO:    otherwise keep them in self.partial
         raise NotImplementedError(
-            "find each b\"\\n\" in data: self.partial + the bytes before it is a whole line (drop a final b\"\\r\"); "
-            "keep what follows the last b\"\\n\" in self.partial, but raise LineTooLong first if that passes the limit"
+            "find each b\"\\n\" in data: self.partial + the bytes before it is a whole line (drop a "
+            "final b\"\\r\"); keep what follows the last b\"\\n\" in self.partial, but raise "
+            "LineTooLong first if that passes the limit"
         )

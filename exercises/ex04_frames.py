@@ -34,7 +34,10 @@ class FrameTooLarge(ValueError):
 def encode_frame(payload: bytes, max_size: int = MAX_FRAME) -> bytes:
     """The 4-byte length header followed by ``payload``."""
     # TODO: raise FrameTooLarge if len(payload) > max_size; else return HEADER.pack(len(payload)) + payload
-    raise NotImplementedError("raise FrameTooLarge if len(payload) > max_size; else return HEADER.pack(len(payload)) + payload")
+    raise NotImplementedError(
+        "raise FrameTooLarge if len(payload) > max_size; else return HEADER.pack(len(payload)) + "
+        "payload"
+    )
 
 
 class FrameDecoder:
@@ -58,6 +61,7 @@ class FrameDecoder:
         # TODO: 3. once self.length payload bytes are in: cut them out, collect them, reset self.length
         # TODO: 4. stop when the buffer holds too little for the next step; return the payloads
         raise NotImplementedError(
-            "add data to self.buffer, then loop: with no length yet and 4 bytes in, (length,) = HEADER.unpack_from(buffer), "
-            "raise FrameTooLarge at once if length > self.max_size; with length bytes in, cut out one payload"
+            "add data to self.buffer, then loop: with no length yet and 4 bytes in, (length,) = "
+            "HEADER.unpack_from(buffer), raise FrameTooLarge at once if length > self.max_size; "
+            "with length bytes in, cut out one payload"
         )

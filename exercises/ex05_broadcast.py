@@ -109,8 +109,9 @@ class BroadcastServer(EchoServer):
             # TODO: 2. start a daemon thread running self.handle(peer), and keep it in self.threads
             # TODO:    so that stop() can join it
             raise NotImplementedError(
-                "peer = self.new_peer(sock, address); with self.lock: self.clients.append(peer); then a "
-                "threading.Thread(target=self.handle, args=(peer,), daemon=True), kept in self.threads, started"
+                "peer = self.new_peer(sock, address); with self.lock: self.clients.append(peer); "
+                "then a threading.Thread(target=self.handle, args=(peer,), daemon=True), kept in "
+                "self.threads, started"
             )
 
     def new_peer(self, sock: socket.socket, address: tuple[str, int]) -> Peer:
@@ -123,14 +124,17 @@ class BroadcastServer(EchoServer):
         # TODO:    just ends this client, never the server
         # TODO: 2. finally, whatever happened: remove peer from self.clients (holding the lock), close its socket
         raise NotImplementedError(
-            "try: self.serve(peer) except (OSError, LineTooLong): pass; "
-            "finally: with self.lock: self.clients.remove(peer); and close peer.sock"
+            "try: self.serve(peer) except (OSError, LineTooLong): pass; finally: with self.lock: "
+            "self.clients.remove(peer); and close peer.sock"
         )
 
     def serve(self, peer: Peer) -> None:
         """The conversation: the banner, then every line to everyone else."""
         # TODO: peer.send(BANNER); then for line in read_lines(peer.sock): self.broadcast(line + b"\n", exclude=peer)
-        raise NotImplementedError("peer.send(BANNER); then for line in read_lines(peer.sock): self.broadcast(line + b\"\\n\", exclude=peer)")
+        raise NotImplementedError(
+            "peer.send(BANNER); then for line in read_lines(peer.sock): self.broadcast(line + "
+            "b\"\\n\", exclude=peer)"
+        )
 
     def broadcast(self, data: bytes, exclude: Peer | None = None) -> None:
         """Send ``data`` to every client but ``exclude``."""
@@ -138,8 +142,9 @@ class BroadcastServer(EchoServer):
         # TODO: 2. release the lock, then send to each; a send that fails (OSError) means that client
         # TODO:    is going away: ignore it, its own thread will notice and clean up
         raise NotImplementedError(
-            "take a snapshot under the lock: with self.lock: others = [p for p in self.clients if p is not exclude]; "
-            "then, outside the lock, p.send(data) for each, ignoring OSError (that client's own thread cleans up)"
+            "take a snapshot under the lock: with self.lock: others = [p for p in self.clients if "
+            "p is not exclude]; then, outside the lock, p.send(data) for each, ignoring OSError "
+            "(that client's own thread cleans up)"
         )
 
     def stop(self) -> None:

@@ -118,8 +118,9 @@ class ChatServer(BroadcastServer):
         # TODO: 5. anything else is chat: "<name> text" to everyone else (self.broadcast, excluding peer);
         # TODO:    a leading "//" stands for a "/" that is really part of the text
         raise NotImplementedError(
-            "a blank line: ignore it; \"/quit\": send GOODBYE and return False; \"/who\": \"* Online: \" and the names "
-            "in join order; \"//text\" sends \"/text\"; another \"/...\": an error line (unknown_type); else \"<name> text\" to the others"
+            "a blank line: ignore it; \"/quit\": send GOODBYE and return False; \"/who\": \"* Online: "
+            "\" and the names in join order; \"//text\" sends \"/text\"; another \"/...\": an error line "
+            "(unknown_type); else \"<name> text\" to the others"
         )
 
     def register(self, peer: Peer, name: str) -> None:
@@ -132,8 +133,9 @@ class ChatServer(BroadcastServer):
         # TODO: 4. registered: "* Welcome, NAME! Online: a, b. Type a message and press Enter; /who lists users,
         # TODO:    /quit leaves." to peer, and "* NAME joined" to everyone else
         raise NotImplementedError(
-            "check_name(name) -> \"! <problem>; try another name (bad_name)\"; then, holding self.lock, look up "
-            "name.casefold() in self.names and add it if free (one lock for both!); then welcome peer, broadcast \"* name joined\""
+            "check_name(name) -> \"! <problem>; try another name (bad_name)\"; then, holding "
+            "self.lock, look up name.casefold() in self.names and add it if free (one lock for "
+            "both!); then welcome peer, broadcast \"* name joined\""
         )
 
     def on_close(self, peer: Peer, reason: str) -> None:
@@ -143,5 +145,6 @@ class ChatServer(BroadcastServer):
         # TODO: 2. only if you removed it: "* NAME left (REASON)" to everyone else
         raise NotImplementedError(
             "holding self.lock, remove peer from self.names only if it is there and is this peer; "
-            "only then broadcast \"* name left (reason)\" -- so it is said exactly once, and never for a nameless client"
+            "only then broadcast \"* name left (reason)\" -- so it is said exactly once, and never "
+            "for a nameless client"
         )

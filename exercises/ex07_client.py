@@ -59,8 +59,9 @@ class Client:
         # TODO: 4. create and start two daemon threads: self.sender running self._send_loop,
         # TODO:    self.receiver running self._receive_loop
         raise NotImplementedError(
-            "self.sock = socket.create_connection((host, port), timeout); then settimeout(None); put the name in "
-            "self.outgoing; start self.sender (target self._send_loop) and self.receiver (target self._receive_loop)"
+            "self.sock = socket.create_connection((host, port), timeout); then settimeout(None); "
+            "put the name in self.outgoing; start self.sender (target self._send_loop) and "
+            "self.receiver (target self._receive_loop)"
         )
 
     def say(self, text: str) -> None:
@@ -75,8 +76,9 @@ class Client:
         # TODO: 3. if the receive thread is still waiting, shutdown(socket.SHUT_RDWR) wakes its recv(); join it
         # TODO: 4. close the socket. Calling close() twice must do no harm
         raise NotImplementedError(
-            "put \"/quit\" then None in self.outgoing; join self.sender, then self.receiver (timeout CLOSE_WAIT); "
-            "if the receiver is still alive, shutdown(SHUT_RDWR) the socket and join it again; then close the socket"
+            "put \"/quit\" then None in self.outgoing; join self.sender, then self.receiver "
+            "(timeout CLOSE_WAIT); if the receiver is still alive, shutdown(SHUT_RDWR) the socket "
+            "and join it again; then close the socket"
         )
 
     def __enter__(self) -> "Client":
@@ -94,8 +96,9 @@ class Client:
         # TODO: 3. else: encode it as UTF-8, add b"\n", and send all of it (exercise 2's send_all)
         # TODO: 4. an OSError means the connection is gone: end the thread quietly
         raise NotImplementedError(
-            "loop: text = self.outgoing.get(); on None: self.sock.shutdown(socket.SHUT_WR) and return; "
-            "else send_all(self.sock, (text + \"\\n\").encode()); an OSError means the connection is gone: return"
+            "loop: text = self.outgoing.get(); on None: self.sock.shutdown(socket.SHUT_WR) and "
+            "return; else send_all(self.sock, (text + \"\\n\").encode()); an OSError means the "
+            "connection is gone: return"
         )
 
     def _receive_loop(self) -> None:
@@ -105,6 +108,7 @@ class Client:
         # TODO: 3. b"" (the server closed) or an OSError ends the loop
         # TODO: 4. finally, whatever happened, put None on self.received: "no more lines"
         raise NotImplementedError(
-            "decoder = LineDecoder(); loop: data = self.sock.recv(BUFFER_SIZE), stop on b\"\" or OSError; "
-            "put each decoded line (decoded from UTF-8) on self.received; finally put None"
+            "decoder = LineDecoder(); loop: data = self.sock.recv(BUFFER_SIZE), stop on b\"\" or "
+            "OSError; put each decoded line (decoded from UTF-8) on self.received; finally put "
+            "None"
         )

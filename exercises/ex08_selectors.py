@@ -79,8 +79,9 @@ class SelectorChatServer(ChatServer):
                 # TODO: 3. a client (key.data is its BufferedPeer): readable -> self.read(peer);
                 # TODO:    writable (and not closed meanwhile) -> self.write(peer)
                 raise NotImplementedError(
-                    "for key, events in self.selector.select(timeout=ACCEPT_WAIT): the listener -> self.accept(); "
-                    "else peer = key.data: EVENT_READ -> self.read(peer), then EVENT_WRITE (if not peer.closed) -> self.write(peer)"
+                    "for key, events in self.selector.select(timeout=ACCEPT_WAIT): the listener "
+                    "-> self.accept(); else peer = key.data: EVENT_READ -> self.read(peer), then "
+                    "EVENT_WRITE (if not peer.closed) -> self.write(peer)"
                 )
         finally:
             with self.lock:
@@ -96,8 +97,9 @@ class SelectorChatServer(ChatServer):
         # TODO: 3. register the socket for EVENT_READ, with the peer as data: key.data gives it back
         # TODO: 4. let the rules greet it: self.on_connect(peer)
         raise NotImplementedError(
-            "sock, address = self.listener.accept(); sock.setblocking(False); peer = BufferedPeer(sock, address, self); "
-            "add it to self.clients, self.selector.register(sock, selectors.EVENT_READ, peer), then self.on_connect(peer)"
+            "sock, address = self.listener.accept(); sock.setblocking(False); peer = "
+            "BufferedPeer(sock, address, self); add it to self.clients, "
+            "self.selector.register(sock, selectors.EVENT_READ, peer), then self.on_connect(peer)"
         )
 
     def read(self, peer: BufferedPeer) -> None:
@@ -108,8 +110,10 @@ class SelectorChatServer(ChatServer):
         # TODO:    then self.finish(peer, "protocol_error")
         # TODO: 4. each line goes to self.on_line(peer, line); False: the client asked to leave: self.finish(peer, "quit")
         raise NotImplementedError(
-            "data = peer.sock.recv(BUFFER_SIZE) (OSError or b\"\": self.close(peer, \"disconnected\")); lines = peer.decoder.feed(data) "
-            "(LineTooLong: an error line, then self.finish(peer, \"protocol_error\")); each line: if not self.on_line(peer, line): self.finish(peer, \"quit\")"
+            "data = peer.sock.recv(BUFFER_SIZE) (OSError or b\"\": self.close(peer, "
+            "\"disconnected\")); lines = peer.decoder.feed(data) (LineTooLong: an error line, then "
+            "self.finish(peer, \"protocol_error\")); each line: if not self.on_line(peer, line): "
+            "self.finish(peer, \"quit\")"
         )
 
     def write(self, peer: BufferedPeer) -> None:
@@ -119,8 +123,9 @@ class SelectorChatServer(ChatServer):
         # TODO: 2. if the buffer is now empty: if peer.closing, close it (self.close(peer, peer.closing));
         # TODO:    otherwise watch it for EVENT_READ only again
         raise NotImplementedError(
-            "sent = peer.sock.send(peer.outbuf); del peer.outbuf[:sent]; once empty: stop watching for EVENT_WRITE "
-            "(self.selector.modify(peer.sock, selectors.EVENT_READ, peer)), or, if peer.closing, self.close(peer, peer.closing)"
+            "sent = peer.sock.send(peer.outbuf); del peer.outbuf[:sent]; once empty: stop "
+            "watching for EVENT_WRITE (self.selector.modify(peer.sock, selectors.EVENT_READ, "
+            "peer)), or, if peer.closing, self.close(peer, peer.closing)"
         )
 
     def queue(self, peer: BufferedPeer, data: bytes) -> None:
@@ -130,8 +135,9 @@ class SelectorChatServer(ChatServer):
         # TODO: 3. else append to peer.outbuf, and watch the socket for writable as well as readable
         # TODO:    (a client that is leaving is watched for writable only: we read nothing more from it)
         raise NotImplementedError(
-            "if the buffer would pass self.outbuf_limit: self.close(peer, \"too_slow\"); else peer.outbuf += data and "
-            "self.selector.modify(peer.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, peer)"
+            "if the buffer would pass self.outbuf_limit: self.close(peer, \"too_slow\"); else "
+            "peer.outbuf += data and self.selector.modify(peer.sock, selectors.EVENT_READ | "
+            "selectors.EVENT_WRITE, peer)"
         )
 
     def finish(self, peer: BufferedPeer, reason: str) -> None:

@@ -58,8 +58,9 @@ class QueuedPeer(Peer):
         # TODO:    reading: remember that, and (after releasing the lock) call self.server.too_slow(self)
         # TODO: 3. else append data to self.chunks, add its length to self.size, and notify() the writer
         raise NotImplementedError(
-            "with self.ready: append data to self.chunks, add to self.size, self.ready.notify(); but if the "
-            "outbox would pass self.server.outbox_limit, do not queue it: self.server.too_slow(self) (outside the lock)"
+            "with self.ready: append data to self.chunks, add to self.size, self.ready.notify(); "
+            "but if the outbox would pass self.server.outbox_limit, do not queue it: "
+            "self.server.too_slow(self) (outside the lock)"
         )
 
     def write_loop(self) -> None:
@@ -70,8 +71,9 @@ class QueuedPeer(Peer):
         # TODO: 4. release the lock, THEN sendall -- it may block for a long time, and send() must not wait
         # TODO: 5. an OSError: the connection is gone; end quietly
         raise NotImplementedError(
-            "loop: with self.ready: wait() while the outbox is empty and not closed; closed and empty: return; "
-            "take everything (b\"\".join(self.chunks)), clear it, size 0; then, OUTSIDE the lock, self.sock.sendall(data)"
+            "loop: with self.ready: wait() while the outbox is empty and not closed; closed and "
+            "empty: return; take everything (b\"\".join(self.chunks)), clear it, size 0; then, "
+            "OUTSIDE the lock, self.sock.sendall(data)"
         )
 
     def close_outbox(self) -> None:
@@ -111,6 +113,7 @@ class OutboxChatServer(ChatServer):
         # TODO:    many broadcasts overflow at the same time
         # TODO: 2. close its outbox, and abort() its socket: its reader and writer threads wake up and end
         raise NotImplementedError(
-            "self.on_close(peer, \"too_slow\") (it announces only once); peer.close_outbox(); peer.abort() "
-            "-- shutting the socket wakes the reader thread, which then ends as for any lost client"
+            "self.on_close(peer, \"too_slow\") (it announces only once); peer.close_outbox(); "
+            "peer.abort() -- shutting the socket wakes the reader thread, which then ends as for "
+            "any lost client"
         )

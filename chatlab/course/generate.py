@@ -28,6 +28,7 @@ removed.  The result must compile: the generator refuses to write it if not.
 from __future__ import annotations
 
 import difflib
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +53,16 @@ def _literal(text: str) -> str:
 
 
 def _raise(indent: str, hints: list[str]) -> str:
-    """The ``raise NotImplementedError(hint)`` line, split over lines as the hint was."""
-    one_line = f"{indent}raise NotImplementedError({_literal(' '.join(hints))})\n"
-    if len(hints) == 1 or len(one_line) <= 100:
+    """The ``raise NotImplementedError(hint)`` line; a long hint is split over lines of at most 100."""
+    hint = " ".join(hints)
+    one_line = f"{indent}raise NotImplementedError({_literal(hint)})\n"
+    if len(one_line) <= 100:
         return one_line
-    parts = [_literal(h + " ") for h in hints[:-1]] + [_literal(hints[-1])]
+    pieces = textwrap.wrap(hint, width=max(40, 100 - len(indent) - 8), break_long_words=False,
+                           break_on_hyphens=False)
+    if " ".join(pieces) != hint:  # wrapping would change the text (double spaces): one piece per HINT line
+        pieces = hints
+    parts = [_literal(piece + " ") for piece in pieces[:-1]] + [_literal(pieces[-1])]
     body = "".join(f"{indent}    {part}\n" for part in parts)
     return f"{indent}raise NotImplementedError(\n{body}{indent})\n"
 
