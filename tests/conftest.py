@@ -27,9 +27,9 @@ def start_server(model: str) -> Iterator[Callable[..., BaseServer]]:
     """
     started: list[BaseServer] = []
 
-    def start(limits: Limits | None = None, *, accounts: Any = None, **fields: Any) -> BaseServer:
+    def start(limits: Limits | None = None, *, accounts: Any = None, tls: Any = None, **fields: Any) -> BaseServer:
         limits = dataclasses.replace(limits or Limits(), **fields)
-        server = make_server(model, "127.0.0.1", 0, limits, accounts=accounts)
+        server = make_server(model, "127.0.0.1", 0, limits, accounts=accounts, tls=tls)
         server.start()
         started.append(server)
         return server

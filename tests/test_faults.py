@@ -1,0 +1,528 @@
+"""The catalogue of faults: bad input and hostile clients against live servers.
+
+Each test is one fault, run against every server model, while ten other
+clients chat at a steady pace (``chatlab.chatters.Chatters``).  Each asserts
+two things: the offender gets a clear answer or is dropped, and the ten
+notice nothing -- ``room.check()`` proves every one of their messages reached
+every one of them exactly once, in order, within 5 seconds.
+
+The servers run with their classroom defaults, except where a test says
+which limit it shortens (a 1-second registration timeout rather than 60) or
+turns off (the rate limit, for a talker that must fill a slow reader's queue).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from chatlab.accounts import Accounts, hash_password
+from chatlab.chatters import Chatters
+from chatlab.client import ChatClient, ChatConnectionError, ChatError
+from chatlab.framing import encode_frame
+from chatlab.protocol import name_key
+from chatlab.testing import RawClient, frames_client
+
+pytestmark = pytest.mark.timeout(60)
+
+REFUSAL = b"chatlab/1 closing "
+
+
+@pytest.fixture
+def room(server):
+    """Ten chatters on the default server, checked at the end of the test."""
+    with Chatters(server.address) as chatters:
+        yield chatters
+
+
+@contextmanager
+def chatting(server, **options):
+    with Chatters(server.address, **options) as chatters:
+        yield chatters
+
+
+def say(client, text):
+    client.send_frame({"type": "say", "text": text})
+
+
+def from_the_room(msg) -> bool:
+    """The chatters' talk (and the history of it), which an offender in the lobby hears too."""
+    who = msg.get("from") or msg.get("name") or ""
+    return msg.get("type") == "history" or (msg.get("type") in ("message", "joined", "left")
+                                            and who.startswith("chatter"))
+
+
+def expect(client: RawClient, kind: str, **fields):
+    """The next frame that is not the room's chatter must be ``kind`` with these fields."""
+    while True:
+        msg = client.recv_frame()
+        if not from_the_room(msg):
+            break
+    wanted = {"type": kind, **fields}
+    if any(msg.get(k) != v for k, v in wanted.items()):
+        raise client.log.fail(f"{client.label} receives {wanted}", repr(msg))
+    return msg
+
+
+def expect_line(nc: RawClient, test, what: str) -> str:
+    """The next line that is not the room's chatter (``<chatterN> ...``) must pass ``test``."""
+    while True:
+        line = nc.recv_line()
+        if not (line.startswith(("<chatter", "* chatter", "--- ")) or line[8:].startswith("<chatter")):
+            break  # (the history on joining reads "--- history ...", "[12:34] <chatter1> ...")
+    if not test(line):
+        raise nc.log.fail(f"{nc.label} receives {what}", repr(line))
+    return line
+
+
+_opened: list[RawClient] = []
+
+
+@pytest.fixture(autouse=True)
+def close_offenders():
+    """Every offender a test opens is closed when it ends, so the server stops at once."""
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def offender(server, transcript, name="eve", **kwargs) -> RawClient:
+    client = frames_client(server.address, name, transcript, **kwargs)
+    _opened.append(client)
+    return client
+
+
+def from_address(address, source: str) -> socket.socket | None:
+    """A connection from another loopback address (Linux routes all of 127/8 to lo); None elsewhere."""
+    sock = socket.socket()
+    try:
+        sock.bind((source, 0))
+        sock.settimeout(5)
+        sock.connect(address)
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
+def read_line(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+# ------------------------------------------------------------------ framing
+
+
+def test_a_frame_split_into_single_bytes(server, room, transcript):
+    eve = offender(server, transcript)
+    frame = encode_frame(b'{"type":"say","text":"one byte at a time"}')
+    for byte in frame:
+        eve.send(bytes([byte]))
+    expect(eve, "message", text="one byte at a time")
+    room.check()
+
+
+def test_many_frames_in_one_read(server, room, transcript):
+    eve = offender(server, transcript)
+    batch = b"".join(encode_frame(json.dumps({"type": "say", "text": f"m{i}"}).encode()) for i in range(15))
+    eve.send(batch, "15 frames in one write")
+    assert [expect(eve, "message", **{"from": "eve"})["text"] for _ in range(15)] == [f"m{i}" for i in range(15)]
+    room.check()
+
+
+def test_a_length_prefix_of_0xffffffff(server, room, transcript):
+    eve = offender(server, transcript)
+    eve.send(struct.pack(">I", 0xFFFFFFFF), "a header claiming 4 GiB")
+    expect(eve, "error", code="too_large")
+    expect(eve, "closing", reason="protocol_error")
+    eve.expect_closed()
+    room.check()
+
+
+def test_a_line_that_never_ends(server, room, transcript):
+    with RawClient(server.address, "nc", transcript) as nc:
+        nc.recv_banner()
+        nc.send_line("eve")
+        expect_line(nc, lambda line: line.startswith("* Welcome, eve!"), "the welcome")
+        nc.send(b"x" * 5000, "5000 bytes and no newline")
+        expect_line(nc, lambda line: line.endswith("(too_large)"), "the too_large error")
+        nc.expect_closed()
+    room.check()
+
+
+@pytest.mark.parametrize("payload", [
+    b"\xc3\x28",  # invalid UTF-8: a lead byte followed by a non-continuation byte
+    b'{"type": "say", "text": "\xe2\x82"}',  # truncated: two bytes of a three-byte character
+    b"\xed\xa0\x80",  # a UTF-16 surrogate encoded in UTF-8: forbidden in UTF-8
+    b'{"type": "say", "text": "\\udc00"}',  # the same, as a JSON escape
+])
+def test_invalid_and_truncated_utf8(server, room, transcript, payload):
+    eve = offender(server, transcript)
+    eve.send_frame(payload)
+    expect(eve, "error", code="bad_frame")
+    say(eve, "still here")
+    expect(eve, "message", text="still here")  # the connection stays, and works
+    room.check()
+
+
+def test_invalid_utf8_in_lines_mode(server, room, transcript):
+    with RawClient(server.address, "nc", transcript) as nc:
+        nc.recv_banner()
+        nc.send_line("eve")
+        expect_line(nc, lambda line: line.startswith("* Welcome"), "the welcome")
+        nc.send(b"\xff\xfe\xfd\n")
+        expect_line(nc, lambda line: "UTF-8" in line, "an error about UTF-8")
+        nc.send(b"/who\n")
+        expect_line(nc, lambda line: line.startswith("* Online:"), "the answer to /who")
+    room.check()
+
+
+def test_nul_bytes(server, room, transcript):
+    eve = offender(server, transcript)
+    eve.send_frame({"type": "say", "text": "a\u0000b"})  # a NUL in the text, escaped in JSON
+    expect(eve, "message", text="a^@b")  # shown, never delivered raw
+    eve.send_frame(b'{"type":"say","text":"a\x00b"}')  # a raw NUL inside a JSON string: not JSON
+    expect(eve, "error", code="bad_frame")
+    eve.send(b"\x00" * 8, "eight NUL bytes: two frames of length 0")
+    expect(eve, "error", code="bad_frame")
+    expect(eve, "error", code="bad_frame")
+    with RawClient(server.address, "nc", transcript) as nc:
+        nc.recv_banner()
+        nc.send_line("nul")
+        nc.recv_line()
+        nc.send(b"hi\x00there\n")
+        expect(eve, "joined", name="nul")
+        expect(eve, "message", text="hi^@there")
+    room.check()
+
+
+@pytest.mark.parametrize("payload", [
+    b"[1, 2, 3]", b'"hello"', b"42", b"null",  # JSON, but not an object
+    b'{"text": "no type"}', b'{"type": "say"}', b'{"type": "hello"}', b'{"type": "dm", "to": "x"}',  # fields missing
+    b'{"type": 7}', b'{"type": "say", "text": ["a"]}', b'{"type": "say", "text": {"x": 1}}',  # wrong types
+    b'{"type": "history", "limit": true}', b'{"type": "hello", "name": "x", "password": 1234}',
+    b"[" * 30000 + b"]" * 30000,  # nested far too deep for a recursive parser
+])
+def test_json_that_is_not_an_object_lacks_fields_or_has_wrong_types(server, room, transcript, payload):
+    eve = offender(server, transcript)
+    eve.send_frame(payload)
+    expect(eve, "error", code="bad_frame")
+    say(eve, "fine")
+    expect(eve, "message", text="fine")
+    room.check()
+
+
+# ------------------------------------------------------------ registration
+
+
+def test_commands_before_registering(server, room, transcript):
+    eve = offender(server, transcript, name=None)
+    for msg in [{"type": "say", "text": "hi"}, {"type": "dm", "to": "chatter0", "text": "hi"},
+                {"type": "join", "room": "games"}, {"type": "leave"}, {"type": "history"}]:
+        eve.send_frame(msg)
+        expect(eve, "error", code="not_registered")
+    eve.send_frame({"type": "ping", "id": 1})
+    expect(eve, "pong", id=1)  # the one thing allowed before hello
+    room.check()
+
+
+def test_registering_twice(server, room, transcript):
+    eve = offender(server, transcript)
+    eve.send_frame({"type": "hello", "name": "eve2"})
+    expect(eve, "error", code="already_registered")
+    room.check()
+
+
+def test_two_clients_racing_for_one_name(server, room, transcript):
+    racers = [offender(server, transcript, name=None) for _ in range(8)]
+    start = threading.Barrier(len(racers))
+
+    def race(client):
+        start.wait(5)
+        client.send_frame({"type": "hello", "name": "winner"})
+
+    threads = [threading.Thread(target=race, args=(c,)) for c in racers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    replies = [c.wait_frame(lambda m: m["type"] in ("welcome", "error"), "welcome or error")[-1] for c in racers]
+    assert sorted(r["type"] for r in replies) == ["error"] * 7 + ["welcome"]
+    assert {r["code"] for r in replies if r["type"] == "error"} == {"name_taken"}
+    room.check()
+
+
+def test_a_client_that_connects_and_says_nothing(start_server, transcript):
+    server = start_server(register_timeout=1)
+    with chatting(server) as room:
+        with RawClient(server.address, "mute", transcript) as mute:
+            mute.recv_banner()
+            started = time.monotonic()
+            # Never a byte from it, so its mode is unknown: the notice is a line.
+            assert "no name given within 1 seconds" in mute.recv_line(timeout=5)
+            mute.expect_closed()
+            assert time.monotonic() - started >= 0.9
+        room.check()
+
+
+# ---------------------------------------------------------- hostile clients
+
+
+def test_a_client_that_never_reads(start_server, transcript):
+    # A talker sends as fast as it can (so the rate limit is off here) until
+    # the server gives up on a client that registered and then never read.
+    server = start_server(outbox_bytes=64 * 1024, rate_limit=0)
+    with chatting(server) as room:
+        sleeper = offender(server, transcript, name="sleeper", rcvbuf=4096)
+        talker = offender(server, transcript, name="talker")
+        talker.sync()
+        text = "x" * 4000
+        dropped = False
+        for rounds in range(1, 501):  # bounded: at most 500 x 8 messages of 4 KB
+            for _ in range(8):  # (fewer than would fill the talker's own 64 KiB queue before it reads)
+                say(talker, text)
+            # The talker keeps pace with the slowest chatter, never with the sleeper.
+            assert room.wait_heard("talker", rounds * 8), f"round {rounds}: a chatter fell behind"
+            seen = talker.sync()  # a barrier: everything the server sent the talker so far
+            if any(m["type"] == "left" and m["name"] == "sleeper" for m in seen):
+                dropped = [m for m in seen if m["type"] == "left" and m["name"] == "sleeper"]
+                break
+        assert dropped, "the sleeper was never disconnected"
+        assert dropped == [{"type": "left", "name": "sleeper", "room": "lobby", "reason": "too_slow"}]
+        sleeper.close()
+        room.check()
+
+
+def test_a_connection_flood(server, room, transcript):
+    # 100 connections as fast as one thread can open them, from the address the chatters use too.
+    flood = []
+    try:
+        for _ in range(100):
+            sock = socket.create_connection(server.address, timeout=5)
+            flood.append(sock)
+        first_lines = [read_line(sock) for sock in flood]
+        refused = [line for line in first_lines if line.startswith(REFUSAL)]
+        welcomed = [line for line in first_lines if line.startswith(b"chatlab/1 Welcome")]
+        assert len(refused) + len(welcomed) == 100, "every connection got a banner or a refusal"
+        assert len(welcomed) <= 32 - 10  # the chatters hold 10 of the 32 an address may have open
+        assert refused and {line.split()[2] for line in refused} <= {b"connecting_too_fast:",
+                                                                     b"too_many_connections:"}
+        # Another address is not held back by this one's flood.
+        other = from_address(server.address, "127.0.0.2")
+        if other is not None:
+            with other:
+                assert read_line(other).startswith(b"chatlab/1 Welcome")
+    finally:
+        for sock in flood:
+            sock.close()
+    room.check()
+
+
+def test_refused_when_the_server_is_full(start_server, transcript):
+    server = start_server(max_clients=11)
+    with chatting(server) as room:
+        first = offender(server, transcript, name="eleventh")
+        with pytest.raises(ChatConnectionError, match="refused the connection: server_full: the server is full"):
+            ChatClient(*server.address, name="twelfth")
+        first.close()
+        room.check()
+
+
+def test_a_message_flood(server, room, transcript):
+    eve = offender(server, transcript)
+    eve.send(b"".join(encode_frame(json.dumps({"type": "say", "text": f"spam {i}"}).encode())
+                      for i in range(500)), "500 messages in one write")
+    frames = eve.wait_frame(lambda m: m["type"] == "closing", "the closing notice", timeout=10)
+    frames = [f for f in frames if not from_the_room(f)]
+    kinds = [f.get("code", f["type"]) for f in frames]
+    assert kinds.count("message") == 19  # the burst (20 tokens, one spent on hello)
+    assert kinds.count("rate_limited") == 49  # then refused, one by one...
+    assert frames[-1]["reason"] == "flooding"  # ...until the 50th refusal cuts it off
+    eve.expect_closed()
+    room.check()
+
+
+def test_a_reset_in_the_middle_of_a_frame(server, room, transcript):
+    watcher = offender(server, transcript, name="watcher")
+    eve = offender(server, transcript)
+    eve.send(encode_frame(b'{"type":"say","text":"cut"}')[:7])
+    # SO_LINGER with a zero timeout makes close() send a RST, not a FIN.
+    eve.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    eve.close()
+    watcher.wait_frame(lambda m: m == {"type": "left", "name": "eve", "room": "lobby", "reason": "disconnected"},
+                       "eve's departure")
+    room.check()
+
+
+def test_an_exception_while_serving_one_client(server, room, transcript):
+    watcher = offender(server, transcript, name="watcher")
+    eve = offender(server, transcript)
+
+    def a_bug(client, msg, now, out):  # a fault injected into the core, for this one message type
+        raise RuntimeError("injected bug")
+
+    server.core._on_who = a_bug
+    eve.send_frame({"type": "who"})
+    expect(eve, "closing", reason="server_error")
+    eve.expect_closed()
+    watcher.wait_frame(lambda m: m.get("type") == "left" and m["reason"] == "server_error", "eve's departure")
+    room.check()
+
+
+def test_an_exception_in_the_server_shell(server, room, transcript):
+    watcher = offender(server, transcript, name="watcher")
+    eve = offender(server, transcript)
+    receive = server.core.receive
+
+    def faulty(cid, data, now):  # a fault that escapes the core: the I/O shell must contain it
+        if b"KABOOM" in data:
+            raise RuntimeError("injected bug")
+        return receive(cid, data, now)
+
+    server.core.receive = faulty
+    say(eve, "KABOOM")
+    eve.expect_closed()
+    watcher.wait_frame(lambda m: m.get("type") == "left" and m["name"] == "eve", "eve's departure")
+    room.check()
+
+
+# ----------------------------------------------------------------- time
+
+
+def test_idle_timeout_and_keepalive(start_server, transcript):
+    server = start_server(ping_interval=0.3, idle_timeout=1)
+    with chatting(server) as room:
+        quiet = ChatClient(*server.address, name="quiet")  # says nothing, but answers pings
+        try:
+            with RawClient(server.address, "nc", transcript) as nc:
+                nc.recv_banner()
+                nc.send_line("reader")  # a person who only reads: no pings for lines mode
+                nc.recv_line()
+                started = time.monotonic()
+                while True:  # the chat goes by; then the idle notice
+                    line = nc.recv_line(timeout=10)
+                    if line.startswith("* Server closing"):
+                        break
+                assert "nothing heard from you for 1 seconds" in line
+                assert time.monotonic() - started >= 0.9
+                nc.expect_closed()
+            assert quiet.keepalives >= 2  # pinged, answered, and still here:
+            assert quiet.rtt() < 5
+        finally:
+            quiet.close()
+        room.check()
+
+
+# ------------------------------------------------------------- passwords
+
+
+def test_the_wrong_password(start_server, transcript):
+    accounts = Accounts({name_key("ada"): ("ada", hash_password("lovelace", n=1 << 10))}, required=False)
+    server = start_server(accounts=accounts, auth_delay=0.3)
+    with chatting(server) as room:  # the chatters are guests: they have no accounts
+        eve = offender(server, transcript, name=None)
+        for attempt in range(3):
+            asked = time.monotonic()
+            eve.send_frame({"type": "hello", "name": "ada", "password": f"guess{attempt}"})
+            expect(eve, "error", code="auth_failed", message="wrong name or password")
+            assert time.monotonic() - asked >= 0.29  # the answer waited for the delay
+        expect(eve, "closing", reason="auth_failed")
+        eve.expect_closed()
+        with pytest.raises(ChatError, match="auth_required"):
+            ChatClient(*server.address, name="ADA")  # the name is protected, whatever its case
+        with ChatClient(*server.address, name="ada", password="lovelace") as ada:
+            assert ada.name == "ada"
+        room.check()
+
+
+# ------------------------------------------------------------------- TLS
+
+
+def test_plain_text_to_tls(model, tmp_path, transcript):
+    from chatlab.servers import MODELS, make_server
+    from chatlab.tls import client_context, make_lab_pki, server_context
+
+    if not MODELS[model].supports_tls:
+        pytest.skip(f"the {model} model does not serve TLS")
+    pki = make_lab_pki(tmp_path)
+    server = make_server(model, "127.0.0.1", 0, tls=server_context(pki["cert"], pki["key"])).start()
+    try:
+        with chatting(server, tls=client_context(pki["ca"])) as room:
+            with RawClient(server.address, "nc", transcript) as nc:
+                nc.send_line("eve")  # plain text where a TLS handshake should be
+                assert "this port speaks TLS" in nc.recv_line()
+                nc.expect_closed()
+            room.check()
+    finally:
+        server.stop()
+
+
+# ----------------------------------------------------- file descriptors
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+def test_running_out_of_file_descriptors(model, tmp_path):
+    """accept() failing with EMFILE is logged and survived; waiting clients are served later."""
+    log = tmp_path / "server.log"
+
+    def few_descriptors():  # in the child, before it runs: 40 descriptors in all
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatlab", "serve", "--port", "0", "--model", model,
+             "--max-clients", "0", "--max-per-address", "0", "--accept-rate", "0"],
+            stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=few_descriptors)
+    socks: list[socket.socket] = []
+    try:
+        line = proc.stdout.readline()
+        host, port = line.rsplit(" ", 1)[-1].strip().rsplit(":", 1)
+        address = (host, int(port))
+        for _ in range(60):  # more connections than the server has descriptors for
+            socks.append(socket.create_connection(address, timeout=5))
+        greeted, waiting = [], list(socks)
+        deadline = time.monotonic() + 1.5  # the greeted are greeted at once; the rest wait
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            for sock in ready:
+                waiting.remove(sock)
+                greeted.append(sock)
+        assert greeted and waiting, f"{len(greeted)} greeted, {len(waiting)} waiting: no EMFILE?"
+        assert "Too many open files" in log.read_text()
+        assert proc.poll() is None  # still running
+        for sock in greeted:  # give the server its descriptors back...
+            sock.close()
+        for sock in waiting:  # ...and the connections waiting in the backlog are served
+            assert read_line(sock, timeout=10).startswith(b"chatlab/1 Welcome")
+        for sock in waiting:
+            sock.close()
+        with ChatClient(*address, name="survivor") as survivor:
+            survivor.say("still serving")
+            assert survivor.wait_for("message")["text"] == "still serving"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        for sock in socks:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
