@@ -243,7 +243,7 @@ def test_pick_an_exercise_not_done_yet_falls_back_to_the_reference(course, capsy
     """)
     assert lab.pick("exercises", "ex03_lines", "LineDecoder") is framing.LineDecoder
     out = capsys.readouterr().out
-    assert "exercise 3 not done yet" in out and "split the data at each newline" in out
+    assert "exercise 3 not done yet" in out and "hint: split the data at each newline" in out
 
 
 def test_pick_a_done_exercise_uses_the_students_code(course, capsys):

@@ -99,3 +99,70 @@ def test_the_student_path_runs_even_with_exercises_not_done():
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "showing the reference" in text or "using your" in text, text[:2000]
     assert figures(nb) >= 1
+
+
+# ------------------------------------------------- interrupting and restarting a kernel
+
+
+def refused(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_interrupting_or_restarting_a_kernel_releases_every_port():
+    """What a student does to a notebook: interrupt a cell, restart the kernel.
+
+    A server in a ``with`` block is stopped by the interrupt; a server started
+    without one is stopped, gracefully, when the kernel restarts (its clients
+    are told ``shutdown``): nothing keeps a port.
+    """
+    from jupyter_client.manager import start_new_kernel
+
+    from chatlab import lab
+
+    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(NOTEBOOK_DIR), env=env)
+
+    def output_of(msg_id: str, timeout: float = 30) -> str:
+        """The first text the cell prints (it may still be running)."""
+        while True:
+            msg = kc.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                return msg["content"]["text"]
+
+    def reply_to(msg_id: str, timeout: float = 30) -> dict:
+        while True:
+            msg = kc.get_shell_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg["content"]
+
+    watcher = None
+    try:
+        started = kc.execute("from chatlab import lab\nsrv = lab.start_server('threads')\nprint(srv.address[1])")
+        port_a = int(output_of(started))
+        assert reply_to(started)["status"] == "ok"
+
+        running = kc.execute("import time\nwith lab.live_server('threads') as s:\n"
+                             "    print(s.address[1], flush=True)\n    time.sleep(60)")
+        port_b = int(output_of(running))
+        km.interrupt_kernel()  # the student presses the stop button
+        reply = reply_to(running)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        assert refused(port_b), "the interrupted with-block left its server running"
+        assert not refused(port_a), "the kernel lives on, and so does the server started without with"
+
+        watcher = lab.Bot(("127.0.0.1", port_a), "watcher").join()
+        km.restart_kernel(now=False)  # Kernel -> Restart: a polite shutdown, then a new kernel
+        assert watcher.wait_for("closing", timeout=15)["reason"] == "shutdown"
+        assert refused(port_a), "the restarted kernel's old server still holds its port"
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
