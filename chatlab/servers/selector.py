@@ -61,11 +61,18 @@ class Connection:
 
     # One of these per client, touched on every message: slots keep it small
     # and its attribute lookups fast.
-    __slots__ = ("sock", "id", "peer", "out", "events", "open", "closing", "fin_sent", "peer_eof", "deadline")
+    __slots__ = ("sock", "id", "peer", "out", "queued", "events", "open", "closing", "fin_sent", "peer_eof",
+                 "deadline")
 
     def __init__(self, sock: socket.socket, cid: int, peer: str):
         self.sock, self.id, self.peer = sock, cid, peer
-        self.out = bytearray()  # queued for this client, not yet taken by the kernel
+        # What is queued for this client and not yet taken by the kernel: a
+        # list of pieces, joined only when sent.  Appending a piece costs
+        # the same whatever its size; appending to one growing bytearray
+        # would copy every message, and in CPython reallocate it again and
+        # again (an emptied bytearray gives its memory back).
+        self.out: list[bytes | memoryview] = []
+        self.queued = 0  # bytes in ``out``
         self.events = 0  # what the selector watches this socket for (0: not registered)
         self.open = True  # the socket is open and in the server's table
         self.closing = False  # the core said Close: send what is queued, then FIN
@@ -229,16 +236,23 @@ class SelectorServer(BaseServer):
         """Send as much of the buffer as the kernel takes; finish a close once it is empty."""
         out = conn.out
         if out:
+            # Everything queued goes in one send(): one system call, and
+            # fewer, fuller TCP segments, however many messages it holds.
+            data = out[0] if len(out) == 1 else b"".join(out)
             try:
-                sent = conn.sock.send(out)
+                sent = conn.sock.send(data)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:  # reset, broken pipe: the peer is gone
                 self._lost(conn, exc)
                 return
-            # Deleting from the front of a bytearray is cheap in CPython (it
-            # moves a start pointer), so a partial send costs no copying.
-            del out[:sent]
+            out.clear()
+            if sent < len(data):
+                # The kernel's send buffer is full: keep the rest for when
+                # the socket is writable again.  A memoryview slice shares
+                # the bytes instead of copying them.
+                out.append(memoryview(data)[sent:])
+            conn.queued = len(data) - sent
         if not out and conn.closing:
             if not conn.fin_sent:
                 # Graceful close: FIN after the last byte, then wait for the
@@ -295,19 +309,19 @@ class SelectorServer(BaseServer):
                 # recipient in ``to``: the work per recipient is one append to
                 # its buffer, and no send() yet -- the flush before the next
                 # wait sends each buffer whole, however many messages it holds.
-                data = effect.data
+                data, size = effect.data, len(effect.data)
                 for cid in effect.to:
                     conn = connections.get(cid)
                     if conn is None:
                         continue  # gone already
-                    out = conn.out
-                    if limit and len(out) + len(data) > limit:
-                        self._drop_too_slow(conn, len(data))
+                    if limit and conn.queued + size > limit:
+                        self._drop_too_slow(conn, size)
                         too_slow.append(conn)
                         continue
-                    if not out:
+                    if not conn.out:
                         dirty.append(conn)  # an empty buffer is not watched yet: flush it this turn
-                    out += data
+                    conn.out.append(data)
+                    conn.queued += size
             elif type(effect) is Close:
                 conn = connections.get(effect.client)
                 if conn is not None:
@@ -336,7 +350,7 @@ class SelectorServer(BaseServer):
             self.selector.unregister(conn.sock)
             conn.events = 0
         conn.sock.close()
-        conn.out = bytearray()  # let the queued bytes go now
+        conn.out, conn.queued = [], 0  # let the queued bytes go now
         del self.connections[conn.id]
         self._closing.discard(conn)
 
@@ -349,7 +363,7 @@ class SelectorServer(BaseServer):
     def _drop_too_slow(self, conn: Connection, adding: int) -> None:
         log.warning(
             "%s: too slow: %d bytes already queued, %d more would pass the limit of %d; disconnecting",
-            conn.peer, len(conn.out), adding, self.limits.outbox_bytes,
+            conn.peer, conn.queued, adding, self.limits.outbox_bytes,
         )
         self._forget(conn)
 
@@ -368,6 +382,6 @@ class SelectorServer(BaseServer):
         # of giving up on a silent peer does not matter.
         now = time.monotonic()
         for conn in [c for c in self._closing if now >= c.deadline]:
-            what = "close its side" if conn.fin_sent else f"take its last {len(conn.out)} bytes"
+            what = "close its side" if conn.fin_sent else f"take its last {conn.queued} bytes"
             log.info("%s: did not %s within %.0f s; closing anyway", conn.peer, what, LINGER)
             self._forget(conn)
