@@ -474,8 +474,11 @@ def _stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
 
 
 def _drain(stream: Any, lines: "queue.Queue[str]") -> None:
-    for line in stream:
-        lines.put(line.rstrip("\n"))
+    try:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+    except (OSError, ValueError):  # the pipe was closed under us: the child is gone
+        pass
     lines.put("")
 
 
@@ -503,8 +506,9 @@ class ServerProcess(Instrument):
         self._finalizer = weakref.finalize(self, _stop_process, self.proc)
         self._register()
         self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_drain, args=(self.proc.stdout, self._lines), daemon=True,
-                         name="chatlab-child-output").start()
+        self._drainer = threading.Thread(target=_drain, args=(self.proc.stdout, self._lines), daemon=True,
+                                         name="chatlab-child-output")
+        self._drainer.start()
         try:
             line = self._lines.get(timeout=15)
         except queue.Empty:
@@ -525,7 +529,8 @@ class ServerProcess(Instrument):
 
     def stop(self) -> None:
         self._unregister()
-        self._finalizer()
+        self._finalizer()  # the child stops, so its output ends...
+        self._drainer.join(TIMEOUT)  # ...and so does the thread reading it
         self._log.close()
 
     def __repr__(self) -> str:
@@ -1577,10 +1582,10 @@ def setup_report() -> list[tuple[str, str]]:
     for kind in COURSE_FOLDERS:
         folder = course_folder(kind)
         rows.append((f"{kind}/", str(folder) if folder else "not found"))
-    try:
-        import matplotlib
+    try:  # asked of the installed package, not imported: lab.py never imports matplotlib
+        from importlib.metadata import version
 
-        rows.append(("matplotlib", f"{matplotlib.__version__}, backend {matplotlib.get_backend()}"))
+        rows.append(("matplotlib", version("matplotlib")))
     except ImportError:
         rows.append(("matplotlib", "MISSING: pip install -e '.[lab]'"))
     return rows

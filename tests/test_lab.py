@@ -283,3 +283,17 @@ def test_pick_without_any_course_folder_still_works(course, capsys, monkeypatch)
     assert lab.pick("reference", "ex01_echo", "EchoServer") is lab.EchoServer
     with pytest.raises(ValueError, match="IMPLEMENTATION"):
         lab.pick("mine", "ex03_lines", "LineDecoder")
+
+
+def test_the_instruments_need_no_matplotlib():
+    """Only chatlab.plots imports matplotlib; the lab works (and reports) without it."""
+    import subprocess
+
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from chatlab import lab\n"
+            "with lab.live_server('threads') as srv, lab.Bot(srv.address, 'ada').join() as ada:\n"
+            "    ada.ping()\n"
+            "print(dict(lab.setup_report())['matplotlib'])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "matplotlib" not in done.stderr
