@@ -15,6 +15,7 @@ The pieces, each readable on its own:
 * ``loadgen``   -- the load generator: one ``selectors`` loop, its own process;
 * ``relay``     -- the trivial relay;
 * ``targets``   -- starting and stopping each server in its own process;
+* ``serve``     -- a chatlab model as the benchmark runs it (limits off, quiet log);
 * ``procstat``  -- a process's CPU time and memory, from ``/proc``;
 * ``scenarios`` -- sizes, scenarios, and running each one;
 * ``report``    -- tables, ratios to naive and Redis, and the targets' verdicts.
@@ -36,8 +37,9 @@ from .report import text_report
 def run_benchmark(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """Run the benchmark; return everything measured (what ``--json`` writes).
 
-    Arguments: ``size`` ("tiny", "small", "full"), ``targets``, ``scenarios``,
-    ``receivers``, ``messages``, ``progress`` (called with each record).
+    Arguments: ``size`` ("tiny", "small", "full", or a ``scenarios.Size``),
+    ``targets``, ``scenarios``, ``receivers``, ``messages``, ``progress``
+    (called with each record).
     """
     # Imported here, not above: ``python -m chatlab.bench.loadgen`` (and
     # ``.serve``) must not find their module half-imported by this package.

@@ -44,7 +44,9 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
+        "load_average": load,  # 1, 5, 15 minutes: others' work shares the machine
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "python": sys.version.split()[0],
@@ -211,6 +213,10 @@ def text_report(result: Record) -> str:
     m = result["machine"]
     lines = [f"chatlab bench, size {result['size']}: {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}",
              "server and load generator in separate processes; the generator is one selectors loop"]
+    if m.get("load_average"):
+        after = m.get("load_average_after") or m["load_average"]
+        lines.append(f"load average (1 min) {m['load_average'][0]:.1f} before, {after[0]:.1f} after: "
+                     "other work on the machine makes every figure noisier")
     names = targets_in(records)
     star = "* relay: a trivial relay, so the load generator's own ceiling" if "relay" in names else ""
 
