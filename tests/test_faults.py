@@ -400,7 +400,8 @@ def test_an_exception_in_the_server_shell(server, room, transcript):
     server.core.receive = faulty
     say(eve, "KABOOM")
     eve.expect_closed()
-    watcher.wait_frame(lambda m: m.get("type") == "left" and m["name"] == "eve", "eve's departure")
+    left = watcher.wait_frame(lambda m: m.get("type") == "left" and m["name"] == "eve", "eve's departure")[-1]
+    assert left["reason"] == "server_error"  # caught and named by the shell, not a dead reader thread
     room.check()
 
 
