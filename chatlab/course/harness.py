@@ -23,8 +23,6 @@ whatever happened (``ctx.cleanup``).
 from __future__ import annotations
 
 import importlib
-import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -249,13 +247,6 @@ class Context:
         return first
 
 
-def free_port() -> int:
-    """A port with nothing listening on it (bound, then released at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def student_frame(exc: BaseException, folder: Path) -> tuple[str, int, str, str] | None:
     """The innermost (file, line, function, source) of ``exc``'s traceback in ``folder``."""
     import traceback
@@ -271,11 +262,3 @@ def student_frame(exc: BaseException, folder: Path) -> tuple[str, int, str, str]
             found = (Path(frame.filename).name, frame.lineno or 0, frame.name, (frame.line or "").strip())
     return found
 
-
-def forget_modules(folder: Path) -> None:
-    """Drop the student's modules from sys.modules (used between checks run in one process)."""
-    folder = folder.resolve()
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if path and Path(path).resolve().parent == folder:
-            del sys.modules[name]

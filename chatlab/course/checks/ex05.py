@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..harness import Context, check
-from .common import banner, connect, finish, in_background, reset, server_threads
+from .common import connect, finish, in_background, reset, server_threads
 
 HINT_THREADS = "serve_forever starts one thread per client (self.handle); handle runs self.serve, and cleans up"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..harness import Context, check
-from .common import connect, error_line, finish, in_background, join, reset, welcome
+from .common import connect, error_line, join, reset, welcome
 
 MODULE, SERVER = "ex06_names", "ChatServer"
 
