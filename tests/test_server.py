@@ -396,6 +396,18 @@ def test_shutdown_with_a_client_that_ignores_it(start_server, transcript):
         stubborn.close()
 
 
+def test_goodbye_survives_a_client_that_keeps_sending(clients):
+    # After its FIN the server reads (and drops) until the client's EOF
+    # (docs/protocol.md, section 8).  Closing at once, with bytes from the
+    # client still unread, would send a reset: the client's writes would
+    # fail, and the goodbye could be destroyed before it is read.
+    talker = clients("talker")
+    chatter = encode_frame(json.dumps({"type": "say", "text": "x" * 1000}).encode())
+    talker.send(encode_frame(b'{"type":"bye"}') + chatter * 4000, "bye, then 4 MB the server must read and drop")
+    talker.expect("closing", reason="quit")
+    talker.expect_closed()
+
+
 def test_port_zero_reports_the_real_port(server):
     host, port = server.address
     assert host == "127.0.0.1" and port > 0
