@@ -401,9 +401,12 @@ def test_goodbye_survives_a_client_that_keeps_sending(clients):
     # (docs/protocol.md, section 8).  Closing at once, with bytes from the
     # client still unread, would send a reset: the client's writes would
     # fail, and the goodbye could be destroyed before it is read.
-    talker = clients("talker")
+    talker = clients("talker", timeout=20)
+    # A small send buffer keeps the talker still sending when a server that
+    # did not linger would reset it (more than the kernel buffers can absorb).
+    talker.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
     chatter = encode_frame(json.dumps({"type": "say", "text": "x" * 1000}).encode())
-    talker.send(encode_frame(b'{"type":"bye"}') + chatter * 4000, "bye, then 4 MB the server must read and drop")
+    talker.send(encode_frame(b'{"type":"bye"}') + chatter * 1000, "bye, then 1 MB the server must read and drop")
     talker.expect("closing", reason="quit")
     talker.expect_closed()
 
