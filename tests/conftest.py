@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -41,6 +42,20 @@ def start_server(model: str) -> Iterator[Callable[..., BaseServer]]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "limits(**fields): the limits the `server` fixture runs with")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak-seconds", type=float, default=None,
+                     help="seconds each soak test runs (default: a short form of a few seconds; "
+                          "also the CHATLAB_SOAK_SECONDS environment variable)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A soak test's deadline grows with the soak time it is given.
+    seconds = config.getoption("--soak-seconds") or float(os.environ.get("CHATLAB_SOAK_SECONDS") or 0)
+    for item in items:
+        if item.get_closest_marker("soak"):
+            item.add_marker(pytest.mark.timeout(2 * max(seconds, 10) + 120))
 
 
 @pytest.fixture
