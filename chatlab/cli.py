@@ -59,14 +59,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.guests and not args.users:
         print("chatlab serve: --guests only makes sense with --users FILE", file=sys.stderr)
         return 2
-    server = make_server(args.model, args.host, args.port, limits, db=args.db, accounts=accounts)
+    options: dict[str, object] = {"db": args.db, "accounts": accounts}
+    if args.tls:
+        from .tls import server_context
+
+        try:
+            options["tls"] = server_context(args.cert, args.key)
+        except (OSError, ValueError) as exc:
+            print(f"chatlab serve: cannot load the TLS certificate {args.cert} and key {args.key}: {exc}. "
+                  "Make a lab set with 'chatlab certs'.", file=sys.stderr)
+            return 1
     try:
+        server = make_server(args.model, args.host, args.port, limits, **options)
         server.start()
-    except ServerError as exc:
+    except (ServerError, ValueError) as exc:
         print(f"chatlab serve: {exc}", file=sys.stderr)
         return 1
     where = format_address(server.address)
-    print(f"chatlab server ({args.model}) listening on {where}", flush=True)
+    print(f"chatlab server ({args.model}{', TLS' if args.tls else ''}) listening on {where}", flush=True)
     if args.host in ("0.0.0.0", "::"):
         print("Listening on every interface: others on your network can join with "
               "'chatlab chat YOUR-IP:%d'. Your firewall may ask to allow it." % server.address[1], flush=True)
@@ -77,6 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A polite "terminate" (from a notebook or a process manager) stops the
     # server the same graceful way Ctrl+C does.
     signal.signal(signal.SIGTERM, _interrupt)
+    # And Ctrl+C must work even when the parent started us with SIGINT
+    # ignored (as a shell does for a job it puts in the background).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -94,7 +107,23 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .terminal import run
 
     host, port = args.address
-    return run(host, port, args.name, downloads=args.downloads)
+    return run(host, port, args.name, downloads=args.downloads, tls=args.tls or bool(args.cafile),
+               cafile=args.cafile)
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    try:
+        from .tls import make_lab_pki
+    except ImportError:  # pragma: no cover - cryptography is in the lab and test extras
+        print("chatlab certs needs the 'cryptography' package: pip install cryptography", file=sys.stderr)
+        return 1
+    paths = make_lab_pki(args.out, args.host or None, args.days)
+    print(f"A lab certificate authority and a server certificate for {', '.join(args.host or ['localhost', '127.0.0.1', '::1'])}:")
+    for what, path in paths.items():
+        print(f"  {what:7} {path}")
+    print(f"Serve:  chatlab serve --tls --cert {paths['cert']} --key {paths['key']}")
+    print(f"Chat:   chatlab chat --tls --cafile {paths['ca']} HOST:PORT   (give students ca.pem, never ca-key.pem)")
+    return 0
 
 
 # The limits ``chatlab serve`` takes as options, each named after its Limits
@@ -200,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bytes queued for one client before it is dropped as too slow "
                             "(default %(default)s; 0: no limit)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    serve.add_argument("--tls", action="store_true", help="encrypt with TLS (see 'chatlab certs')")
+    serve.add_argument("--cert", default="chatlab-certs/server.pem", help="TLS certificate (default %(default)s)")
+    serve.add_argument("--key", default="chatlab-certs/server-key.pem", help="TLS private key (default %(default)s)")
     for field, kind, text in LIMIT_OPTIONS:
         serve.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(Limits, field),
                            metavar="N", help=f"{text}; default %(default)s")
@@ -222,7 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--name", help="your name (asked for if not given)")
     chat.add_argument("--downloads", type=Path, default=None, metavar="DIR",
                       help="where files you /accept are saved (default: the current folder)")
+    chat.add_argument("--tls", action="store_true", help="connect with TLS, verifying the server")
+    chat.add_argument("--cafile", help="trust this certificate authority (the lab's ca.pem); implies --tls")
     chat.set_defaults(func=cmd_chat)
+
+    certs = sub.add_parser("certs", help="make a lab certificate authority and a server certificate for TLS")
+    certs.add_argument("--out", default="chatlab-certs", help="folder for the files (default %(default)s)")
+    certs.add_argument("--host", action="append",
+                       help="a name or IP address students will connect to (repeat; default localhost, 127.0.0.1, ::1)")
+    certs.add_argument("--days", type=int, default=365, help="how long the certificates are valid (default %(default)s)")
+    certs.set_defaults(func=cmd_certs)
 
     # The course: `chatlab check [N]` for students, `chatlab course generate` for instructors.
     from .course.cli import add_parsers as add_course_parsers
