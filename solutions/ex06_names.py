@@ -93,9 +93,13 @@ class ChatServer(BroadcastServer):
         """To every *registered* client but ``exclude``: someone still choosing a name hears nothing yet."""
         with self.lock:
             others = [p for p in self.names.values() if p is not exclude]
-        for other in others:
+        self.send_to(others, data)
+
+    def send_to(self, peers: list[Peer], data: bytes) -> None:
+        """``data`` to each of ``peers`` -- call it without holding the lock."""
+        for peer in peers:
             try:
-                other.send(data)
+                peer.send(data)
             except OSError:
                 pass  # that client is leaving; its own thread cleans up
 
@@ -143,15 +147,17 @@ class ChatServer(BroadcastServer):
     def register(self, peer: Peer, name: str) -> None:
         """The client's first line: its name.  Taken or bad, it can try again."""
         # BEGIN SOLUTION
-        # HINT: check_name(name) -> "! <problem>; try another name (bad_name)"; then, holding self.lock, look up
-        # HINT: name.casefold() in self.names and add it if free (one lock for both!); then welcome peer, broadcast "* name joined"
+        # HINT: check_name(name) -> "! <problem>; try another name (bad_name)"; then, in ONE hold of self.lock: is
+        # HINT: name.casefold() in self.names? if not, add it, and note who is online and who else to tell;
+        # HINT: then, outside the lock, welcome peer and self.send_to(others, "* name joined")
         # TODO: 1. a bad name (check_name gives a reason): "! REASON; try another name (bad_name)"
-        # TODO: 2. holding self.lock: if name.casefold() is in self.names, the name is taken; if not,
-        # TODO:    add it and set peer.name -- the test and the insert under ONE lock, or two clients
-        # TODO:    racing for "ada" could both win. Also note who is online, in join order
+        # TODO: 2. holding self.lock ONCE: if name.casefold() is in self.names, the name is taken; if not,
+        # TODO:    add it and set peer.name (test and insert under one lock, or two clients racing for
+        # TODO:    "ada" could both win), and note who is online (join order) and who else is there
+        # TODO:    (those, and only those, hear that peer joined)
         # TODO: 3. taken: "! the name NAME is taken; try another name (name_taken)"
         # TODO: 4. registered: "* Welcome, NAME! Online: a, b. Type a message and press Enter; /who lists users,
-        # TODO:    /quit leaves." to peer, and "* NAME joined" to everyone else
+        # TODO:    /quit leaves." to peer, then "* NAME joined" to the others you noted (self.send_to)
         problem = check_name(name)
         if problem:
             peer.send(f"! {problem}; try another name (bad_name)\n".encode())
@@ -159,6 +165,10 @@ class ChatServer(BroadcastServer):
         with self.lock:
             taken = name.casefold() in self.names
             if not taken:
+                # Who is told comes from the same moment as the insert: a
+                # later newcomer (already welcomed with "Online: ..., NAME")
+                # is not told again that NAME joined.
+                others = list(self.names.values())
                 self.names[name.casefold()] = peer
                 peer.name = name
                 online = [p.name for p in self.names.values()]
@@ -169,22 +179,24 @@ class ChatServer(BroadcastServer):
             f"* Welcome, {name}! Online: {', '.join(online)}."
             " Type a message and press Enter; /who lists users, /quit leaves.\n".encode()
         )
-        self.broadcast(f"* {name} joined\n".encode(), exclude=peer)
+        self.send_to(others, f"* {name} joined\n".encode())
         # END SOLUTION
 
     def on_close(self, peer: Peer, reason: str) -> None:
         """The client is gone (reason: quit, disconnected, protocol_error, ...).  Tell the room, once."""
         # BEGIN SOLUTION
-        # HINT: holding self.lock, remove peer from self.names only if it is there and is this peer;
-        # HINT: only then broadcast "* name left (reason)" -- so it is said exactly once, and never for a nameless client
+        # HINT: in one hold of self.lock: remove peer from self.names only if it is there and is this peer, and note
+        # HINT: who else is there; only then send_to them "* name left (reason)" -- said once, never for a nameless client
         # TODO: 1. holding self.lock: if peer registered (peer.name) and self.names still maps its
-        # TODO:    name.casefold() to this very peer, remove it, and remember that you did
-        # TODO: 2. only if you removed it: "* NAME left (REASON)" to everyone else
+        # TODO:    name.casefold() to this very peer, remove it, note who is still there, and
+        # TODO:    remember that you did
+        # TODO: 2. only if you removed it: "* NAME left (REASON)" to those still there (self.send_to)
         with self.lock:
             key = peer.name.casefold() if peer.name else None
             was_here = key is not None and self.names.get(key) is peer
             if was_here:
                 del self.names[key]
+                others = list(self.names.values())
         if was_here:
-            self.broadcast(f"* {peer.name} left ({reason})\n".encode(), exclude=peer)
+            self.send_to(others, f"* {peer.name} left ({reason})\n".encode())
         # END SOLUTION

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..harness import Context, check
-from .common import connect, error_line, join, reset, welcome
+from .common import connect, error_line, expect, join, reset, room, welcome
 
 MODULE, SERVER = "ex06_names", "ChatServer"
 
@@ -24,26 +24,21 @@ def welcome_and_online(ctx: Context, start: Callable[[Context], Any]) -> None:
     ada = join(ctx, server.address, "ada")
     bob = connect(ctx, server.address, "bob")
     bob.send_line("bob")
-    ctx.expect_line(bob, lambda line: line.startswith("* Welcome, bob! Online: ada, bob"),
+    expect(ctx, bob, lambda line: line.startswith("* Welcome, bob! Online: ada, bob"),
                     "'* Welcome, bob! Online: ada, bob. ...' (everyone online, in the order they joined)")
-    ctx.expect_line(ada, "* bob joined")
+    expect(ctx, ada, "* bob joined")
 
 
 def chat(ctx: Context, start: Callable[[Context], Any]) -> None:
     server = start(ctx)
-    ada = join(ctx, server.address, "ada")
-    bob = join(ctx, server.address, "bob")
-    ctx.expect_line(ada, "* bob joined")
-    carol = join(ctx, server.address, "carol")
-    ctx.expect_line(ada, "* carol joined")
-    ctx.expect_line(bob, "* carol joined")
+    ada, bob, carol = room(ctx, server.address, "ada", "bob", "carol")
     bob.send_line("hi all")
-    ctx.expect_line(ada, "<bob> hi all")
-    ctx.expect_line(carol, "<bob> hi all")
+    expect(ctx, ada, "<bob> hi all")
+    expect(ctx, carol, "<bob> hi all")
     ctx.step("ada answers: bob's next line must be ada's, not his own")
     ada.send_line("hi bob")
-    ctx.expect_line(bob, "<ada> hi bob", "'<ada> hi bob' (and no echo of his own line before it)")
-    ctx.expect_line(carol, "<ada> hi bob")
+    expect(ctx, bob, "<ada> hi bob", "'<ada> hi bob' (and no echo of his own line before it)")
+    expect(ctx, carol, "<ada> hi bob")
 
 
 def unique_names(ctx: Context, start: Callable[[Context], Any]) -> None:
@@ -52,10 +47,10 @@ def unique_names(ctx: Context, start: Callable[[Context], Any]) -> None:
     other = connect(ctx, server.address, "newcomer")
     for attempt in ("ada", "ADA", "Ada"):
         other.send_line(attempt)
-        ctx.expect_line(other, error_line("name_taken"), f"'! the name {attempt} is taken; ... (name_taken)'")
+        expect(ctx, other, error_line("name_taken"), f"'! the name {attempt} is taken; ... (name_taken)'")
     other.send_line("ada2")
     welcome(ctx, other, "ada2")
-    ctx.expect_line(ada, "* ada2 joined", "'* ada2 joined' -- and nothing about the names that were refused")
+    expect(ctx, ada, "* ada2 joined", "'* ada2 joined' -- and nothing about the names that were refused")
 
 
 def bad_names(ctx: Context, start: Callable[[Context], Any]) -> None:
@@ -65,59 +60,50 @@ def bad_names(ctx: Context, start: Callable[[Context], Any]) -> None:
     other = connect(ctx, server.address, "newcomer")
     for attempt in ("", "two words", "x" * 33, "ada!", "<ada>"):
         other.send_line(attempt)
-        ctx.expect_line(other, error_line("bad_name"), f"for the name {attempt!r}: '! ... (bad_name)'")
+        expect(ctx, other, error_line("bad_name"), f"for the name {attempt!r}: '! ... (bad_name)'")
     ctx.step("ada chats while the newcomer has no name yet: the newcomer must not hear it")
     ada.send_line("only for named people")
-    ctx.expect_line(bob, "<ada> only for named people")
+    expect(ctx, bob, "<ada> only for named people")
     other.send_line("ok_name")
     welcome(ctx, other, "ok_name")
 
 
 def leaving_once(ctx: Context, start: Callable[[Context], Any]) -> None:
     server = start(ctx)
-    ada = join(ctx, server.address, "ada")
-    bob = join(ctx, server.address, "bob")
-    carol = join(ctx, server.address, "carol")
-    for line in ("* bob joined", "* carol joined"):
-        ctx.expect_line(ada, line)
+    ada, bob, carol = room(ctx, server.address, "ada", "bob", "carol")
     bob.send_line("/quit")
-    ctx.expect_line(bob, lambda line: line.startswith("* "), "a goodbye line ('* Server closing the connection: goodbye')")
+    expect(ctx, bob, lambda line: line.startswith("* "), "a goodbye line ('* Server closing the connection: goodbye')")
     bob.expect_closed()
-    ctx.expect_line(ada, "* bob left (quit)")
+    expect(ctx, ada, "* bob left (quit)")
     carol.close()
     ctx.step("carol closed her connection without a word")
-    ctx.expect_line(ada, "* carol left (disconnected)")
+    expect(ctx, ada, "* carol left (disconnected)")
     nameless = connect(ctx, server.address, "nameless")
     nameless.close()
     ctx.step("a client that never gave a name came and went: nobody is told")
     dave = join(ctx, server.address, "dave")
     reset(ctx, dave)
-    ctx.expect_line(ada, "* dave joined",
+    expect(ctx, ada, "* dave joined",
                     "'* dave joined' -- no second notice for bob or carol, none for the nameless client")
-    ctx.expect_line(ada, "* dave left (disconnected)", "'* dave left (disconnected)' after a reset")
+    expect(ctx, ada, "* dave left (disconnected)", "'* dave left (disconnected)' after a reset")
     erin = join(ctx, server.address, "erin")
-    ctx.expect_line(ada, "* erin joined", "'* erin joined' and nothing more about dave")
+    expect(ctx, ada, "* erin joined", "'* erin joined' and nothing more about dave")
     erin.send_line("/who")
-    ctx.expect_line(erin, "* Online: ada, erin", "'* Online: ada, erin' -- everyone who left is gone from the list")
+    expect(ctx, erin, "* Online: ada, erin", "'* Online: ada, erin' -- everyone who left is gone from the list")
 
 
 def commands(ctx: Context, start: Callable[[Context], Any]) -> None:
     server = start(ctx)
-    ada = join(ctx, server.address, "ada")
-    bob = join(ctx, server.address, "bob")
-    carol = join(ctx, server.address, "carol")
-    ctx.expect_line(ada, "* bob joined")
-    ctx.expect_line(ada, "* carol joined")
-    ctx.expect_line(bob, "* carol joined")
+    ada, bob, carol = room(ctx, server.address, "ada", "bob", "carol")
     carol.send_line("/who")
-    ctx.expect_line(carol, "* Online: ada, bob, carol")
+    expect(ctx, carol, "* Online: ada, bob, carol")
     carol.send_line("/nope")
-    ctx.expect_line(carol, error_line("unknown_type"), "'! unknown command /nope; ... (unknown_type)'")
+    expect(ctx, carol, error_line("unknown_type"), "'! unknown command /nope; ... (unknown_type)'")
     carol.send_line("   ")
     ctx.step("a blank line is ignored")
     carol.send_line("//slashes are text")
-    ctx.expect_line(ada, "<carol> /slashes are text", "'<carol> /slashes are text' ('//' is an escaped '/')")
-    ctx.expect_line(bob, "<carol> /slashes are text")
+    expect(ctx, ada, "<carol> /slashes are text", "'<carol> /slashes are text' ('//' is an escaped '/')")
+    expect(ctx, bob, "<carol> /slashes are text")
 
 
 def racing(ctx: Context, start: Callable[[Context], Any]) -> None:
@@ -139,13 +125,11 @@ def racing(ctx: Context, start: Callable[[Context], Any]) -> None:
 
 def too_long(ctx: Context, start: Callable[[Context], Any]) -> None:
     server = start(ctx)
-    ada = join(ctx, server.address, "ada")
-    bob = join(ctx, server.address, "bob")
-    ctx.expect_line(ada, "* bob joined")
+    ada, bob = room(ctx, server.address, "ada", "bob")
     bob.send(b"x" * 5000, "5000 bytes with no newline")
-    ctx.expect_line(bob, error_line("too_large"), "'! a line has at most 4096 bytes (too_large)'")
+    expect(ctx, bob, error_line("too_large"), "'! a line has at most 4096 bytes (too_large)'")
     bob.expect_closed()
-    ctx.expect_line(ada, "* bob left (protocol_error)")
+    expect(ctx, ada, "* bob left (protocol_error)")
 
 
 def _local(function: Callable[[Context, Callable[[Context], Any]], None]) -> Callable[[Context], None]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..harness import Context, check
 from . import ex06
-from .common import join, server_threads
+from .common import expect, join, room, server_threads
 
 MODULE, SERVER = "ex08_selectors", "SelectorChatServer"
 
@@ -54,12 +54,10 @@ def leaving(ctx: Context) -> None:
 
 def flood_past_a_slow_reader(ctx: Context, server: Any) -> None:
     """ada floods; bob reads; slow does not: bob gets it all, slow is dropped as too slow."""
-    ada = join(ctx, server.address, "ada")
-    bob = join(ctx, server.address, "bob")
+    ada, bob = room(ctx, server.address, "ada", "bob")
     join(ctx, server.address, "slow", rcvbuf=4096)  # registered, and it will never read again
-    ctx.expect_line(ada, "* bob joined")
-    ctx.expect_line(ada, "* slow joined")
-    ctx.expect_line(bob, "* slow joined")
+    expect(ctx, ada, "* slow joined")
+    expect(ctx, bob, "* slow joined")
     # How much it takes depends on the kernel's buffers (up to a few MB on
     # loopback) before the server's own buffer starts to fill: send in
     # batches until the notice comes, within a bound.  Small batches, each
@@ -115,7 +113,7 @@ def partial_sends(ctx: Context) -> None:
     server = start(ctx)
     ada = join(ctx, server.address, "ada")
     bob = join(ctx, server.address, "bob", rcvbuf=4096)
-    ctx.expect_line(ada, "* bob joined")
+    expect(ctx, ada, "* bob joined")
     burst_to_a_slow_reader(ctx, ada, bob)
 
 

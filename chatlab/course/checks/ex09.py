@@ -6,7 +6,7 @@ from typing import Any
 
 from ..harness import Context, check
 from . import ex06, ex08
-from .common import join, server_threads
+from .common import expect, join, server_threads
 
 MODULE, SERVER = "ex09_slow_clients", "OutboxChatServer"
 
@@ -31,7 +31,7 @@ def writers(ctx: Context) -> None:
     server = start(ctx)
     ada = join(ctx, server.address, "ada")
     bob = join(ctx, server.address, "bob", rcvbuf=4096)
-    ctx.expect_line(ada, "* bob joined")
+    expect(ctx, ada, "* bob joined")
     threads = server_threads(ctx)
     ctx.step(f"threads the server runs with 2 clients: {[t.name for t in threads]}")
     if len(threads) < 5:
