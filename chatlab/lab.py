@@ -644,11 +644,27 @@ def _reference(module: str, name: str) -> tuple[Any, Callable[[Any], None] | Non
         ("ex04_frames", "FrameTooLarge"): (framing.FrameTooLarge, None),
         ("ex05_broadcast", "BroadcastServer"): (ThreadedServer, _probe_server),
         ("ex06_names", "ChatServer"): (ThreadedServer, _probe_server),
+        ("ex07_client", "Client"): (None, _probe_client),  # chatlab's ChatClient speaks frames: no stand-in
         ("ex08_selectors", "SelectorChatServer"): (selector_model, _probe_server),
+        ("ex09_slow_clients", "OutboxChatServer"): (ThreadedServer, _probe_server),
     }
     if (module, name) not in table:
         raise KeyError(f"no reference for {module}.{name}")
     return table[(module, name)]
+
+
+def _probe_client(cls: Any) -> None:
+    """Join a chatlab server as ``probe`` and expect the banner on ``received``."""
+    from .servers import ThreadedServer
+
+    with ThreadedServer(port=0) as server:
+        client = cls(*server.address, "probe")
+        try:
+            first = client.received.get(timeout=2)
+            if not first or not str(first).startswith("chatlab/"):
+                raise ValueError(f"the first line received should be the banner, not {first!r}")
+        finally:
+            client.close()
 
 
 def _probe_server_echo(cls: Any) -> None:
@@ -964,19 +980,37 @@ def run_plan(address: tuple[str, int], plans: list[Plan], recorder: Recorder | N
              mode: str = "frames", timeout: float = TIMEOUT) -> list[Bot]:
     """Run every plan, one thread per bot, on a shared clock; return the (closed) bots.
 
-    Before leaving, each bot waits until it has heard every message sent
-    before its departure, so the record is complete: in frames mode with a
-    ping (a barrier), in lines mode by waiting for the texts themselves.
+    The times are a schedule, but on a busy machine a bot may fall behind
+    it -- and a message said before a late bot has registered is one that
+    bot never hears.  So the plan's *order* is kept whatever the clock says:
+    a bot says something at ``t`` only once every bot due before ``t`` has
+    joined, and leaves at ``leave_at`` only once every message due before
+    then has been handled by the server (frames mode: the sender has its
+    own copy back; lines mode: the message was sent).  Before leaving it also waits until it has heard
+    them: in frames mode with a ping (a barrier), in lines mode by waiting
+    for the texts themselves.  Every wait is bounded by ``timeout``.
     """
     recorder = recorder if recorder is not None else Recorder()
     bots = [Bot(address, p.name, recorder, mode, timeout) for p in plans]
     errors: list[BaseException] = []
+    done: set[Any] = set()  # plan names that have joined, and (name, text) said (or given up)
+    progress = threading.Condition()
     t0 = clock()
 
     def until(t: float) -> None:
         delay = t0 + t - clock()
         if delay > 0:
-            time.sleep(delay)  # a schedule, not a synchronisation: bots act at chosen times
+            time.sleep(delay)  # the schedule: bots act at chosen times, not before
+
+    def happened(*things: Any) -> None:
+        with progress:
+            done.update(things)
+            progress.notify_all()
+
+    def after(things: set[Any], what: str) -> None:
+        with progress:
+            if not progress.wait_for(lambda: things <= done, timeout):
+                raise TimeoutError(f"waited {timeout:g} s for {what}: {sorted(map(str, things - done))[:3]}")
 
     def expected_for(plan: Plan) -> set[tuple[str, str]]:
         """Messages from others said while ``plan``'s bot is in the room."""
@@ -987,10 +1021,19 @@ def run_plan(address: tuple[str, int], plans: list[Plan], recorder: Recorder | N
         try:
             until(plan.join_at)
             bot.join()
+            happened(plan.name)
             for t, text in plan.says:
                 until(t)
+                after({p.name for p in plans if p.join_at < t}, "the bots due to join first")
                 bot.say(text)
+                if mode == "frames":
+                    # Sent is not yet handled: the server has broadcast it once
+                    # our own copy is back (a frames client gets its own messages).
+                    bot.wait_for(lambda m: m["type"] == "message" and m["from"] == bot.name and m["text"] == text,
+                                 what="our own message back")
+                happened((plan.name, text))
             until(plan.leave_at)
+            after(expected_for(plan), "the messages due before leaving")
             if mode == "frames":
                 bot.ping()  # a barrier: everything sent to us before it has arrived
             else:
@@ -999,12 +1042,14 @@ def run_plan(address: tuple[str, int], plans: list[Plan], recorder: Recorder | N
         except BaseException as exc:
             errors.append(exc)
             bot.stop()
+        finally:  # never leave the others waiting for what this bot will not do
+            happened(plan.name, *((plan.name, text) for _, text in plan.says))
 
     threads = [threading.Thread(target=act, args=(b, p), name=f"chatlab-plan-{p.name}", daemon=True)
                for b, p in zip(bots, plans)]
     for t in threads:
         t.start()
-    deadline = clock() + max(p.leave_at for p in plans) + 2 * timeout
+    deadline = clock() + max(p.leave_at for p in plans) + 4 * timeout
     try:
         for t in threads:
             t.join(max(0.0, deadline - clock()))
@@ -1560,6 +1605,17 @@ def raise_fd_limit(wanted: int) -> int:
         except (ValueError, OSError):
             pass
     return soft if soft != resource.RLIM_INFINITY else wanted
+
+
+def load_average() -> str:
+    """The system's 1-minute load average against its CPUs ("3.2 on 2 CPUs"), where known.
+
+    A measurement on a busy machine measures the machine too: say so.
+    """
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    except (AttributeError, OSError):  # Windows
+        return "unknown"
 
 
 def where(model: str | None = None) -> str:

@@ -6,6 +6,7 @@ import gc
 import socket
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -131,6 +132,24 @@ def test_recorder_events_are_in_monotonic_order_with_every_kind():
     deliveries = [d for d in recorder.deliveries() if d["from"] != d["to"]]
     assert len(deliveries) == 4 * 3 * 3
     assert all(d["latency"] > 0 for d in deliveries)
+
+
+@pytest.mark.parametrize("mode", ["frames", "lines"])
+def test_a_plan_keeps_its_order_when_a_bot_falls_behind(monkeypatch, mode):
+    """On a busy machine a bot may register after its scheduled time; nobody may miss a message."""
+    register = lab.Bot.register
+
+    def late_register(self, *args, **kwargs):
+        if self.name == "bot3":
+            time.sleep(0.3)  # stands for a machine too busy to run bot3 on time
+        return register(self, *args, **kwargs)
+
+    monkeypatch.setattr(lab.Bot, "register", late_register)
+    recorder = lab.Recorder()
+    with lab.live_server("threads") as srv:
+        lab.run_plan(srv.address, lab.chat_plan(bots=3, messages=2, gap=0.01, stagger=0.01), recorder, mode=mode)
+    pairs = [(d["from"], d["to"]) for d in recorder.deliveries() if d["from"] != d["to"]]
+    assert len(pairs) == 3 * 2 * 2, sorted(pairs)
 
 
 def test_bots_in_lines_mode_chat_like_nc():
