@@ -30,6 +30,10 @@ from pathlib import Path
 #: Seconds a client has to complete the TLS handshake before the server hangs up.
 HANDSHAKE_TIMEOUT = 10.0
 
+#: What a server answers, in plain text, to plain text sent to its TLS port
+#: (someone with ``nc``, or a client without ``--tls``): one line, then it closes.
+PLAIN_TEXT_HINT = b"chatlab: this port speaks TLS; connect with 'chatlab chat --tls'\n"
+
 
 # ------------------------------------------------------------- certificates
 

@@ -32,7 +32,7 @@ import time
 from collections import deque
 
 from ..core import Close, Effect, Send
-from ..tls import NotTLS, TLSLayer, handshake_over
+from ..tls import PLAIN_TEXT_HINT, NotTLS, TLSLayer, handshake_over
 from .base import BaseServer, format_address
 
 log = logging.getLogger("chatlab.server")
@@ -139,7 +139,7 @@ class Connection:
             handshake_over(self.sock, self.tls, self.server.tls_handshake_timeout)
         except NotTLS as exc:
             log.warning("%s: plain text sent to the TLS port (%s); closing", self.peer, exc)
-            self.sock.sendall(b"chatlab: this port speaks TLS; connect with 'chatlab chat --tls'\n")
+            self.sock.sendall(PLAIN_TEXT_HINT)
             raise
         except (OSError, ssl.SSLError) as exc:
             log.warning("%s: TLS handshake failed: %s", self.peer, exc)
