@@ -146,7 +146,9 @@ class ChatClient:
 
     def _read_banner(self) -> bytes:
         """Read the server's one-line greeting; return any bytes that came after it."""
-        data = b""
+        # With TLS 1.2 the server finishes the handshake last and may send the
+        # banner in the same segment: it can be decrypted already, unread.
+        data = self.tls.receive(None) if self.tls is not None else b""
         while b"\n" not in data:
             try:
                 chunk = self._recv()
