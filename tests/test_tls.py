@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import subprocess
 import sys
 
@@ -11,8 +12,10 @@ import pytest
 
 from chatlab.client import ChatClient, ChatConnectionError
 from chatlab.lab import Relay
+from chatlab.limits import Limits
+from chatlab.protocol import encode_message
 from chatlab.servers import MODELS, make_server
-from chatlab.tls import client_context, make_lab_pki, server_context
+from chatlab.tls import TLSLayer, client_context, handshake_over, make_lab_pki, server_context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,6 +44,17 @@ def test_chat_over_tls(tls_server, pki):
         data = bytes(range(256)) * 300  # a file, through the same encrypted pipe
         ada.send_file(data, "blob.bin", to="bob")
         assert bob.accept_file(bob.wait_for("file_offer")["file"]) == data
+
+
+def test_chat_over_tls_1_2(tls_server, pki):
+    # In TLS 1.2 the server's Finished and the banner can arrive in one segment.
+    old = client_context(pki["ca"])
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with ChatClient(*tls_server.address, name="ada", tls=old) as ada, \
+            ChatClient(*tls_server.address, name="bob", tls=True, cafile=pki["ca"]) as bob:
+        assert ada.tls.version == "TLSv1.2"
+        ada.say("over TLS 1.2")
+        assert bob.wait_for("message")["text"] == "over TLS 1.2"
 
 
 def test_an_eavesdropper_sees_the_text_without_tls_and_not_with_it(pki):
@@ -96,6 +110,77 @@ def test_a_stalled_handshake_is_cut_off_and_others_carry_on(tls_server, pki, cap
             assert ada.rtt() >= 0  # a TLS client is served meanwhile
         assert staller.recv(1) == b""  # closed by the server
     assert any("handshake" in r.getMessage() for r in caplog.records)
+
+
+def test_the_server_ends_with_close_notify(tls_server, pki):
+    # suppress_ragged_eofs=False: a TCP FIN without TLS's close_notify before
+    # it raises SSLEOFError instead of passing for a clean end of the stream.
+    with socket.create_connection(tls_server.address, timeout=5) as raw, \
+            client_context(pki["ca"]).wrap_socket(raw, server_hostname="127.0.0.1",
+                                                  suppress_ragged_eofs=False) as sock:
+        sock.sendall(b"ada\n/quit\n")  # lines mode: a name, then leave
+        received = b""
+        while chunk := sock.recv(4096):  # b"" only after a close_notify
+            received += chunk
+    assert received.startswith(b"chatlab/1 ") and b"goodbye" in received.lower(), received
+
+
+@pytest.mark.parametrize("model", TLS_MODELS)
+def test_a_tls_client_that_never_reads_is_dropped_as_too_slow(model, pki):
+    # What waits for a TLS client is encrypted records: the outbox limit must
+    # count them, or a client that stops reading makes the server's memory grow.
+    limits = Limits(outbox_bytes=64 * 1024, rate_limit=0)
+    server = make_server(model, "127.0.0.1", 0, limits, tls=server_context(pki["cert"], pki["key"])).start()
+    sleeper = socket.socket()
+    try:
+        sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sleeper.settimeout(5)
+        sleeper.connect(server.address)
+        layer = TLSLayer(client_context(pki["ca"]), server_side=False, server_hostname="127.0.0.1")
+        handshake_over(sleeper, layer, timeout=5)
+        layer.send(encode_message({"type": "hello", "name": "sleeper"}))
+        sleeper.sendall(layer.outgoing())
+        heard = b""
+        while b'"welcome"' not in heard:  # registered; from now on it never reads
+            data = sleeper.recv(4096)
+            assert data, f"the server closed the sleeper's connection before welcoming it: {heard!r}"
+            heard += layer.receive(data)
+        with ChatClient(*server.address, name="talker", tls=True, cafile=pki["ca"]) as talker:
+            text, left = "x" * 4000, None
+            for _ in range(500):  # bounded: at most 500 x 8 messages of 4 KB
+                for _ in range(8):
+                    talker.say(text)
+                echoed = 0
+                while echoed < 8:  # the talker hears its own messages: it is never held up
+                    event = talker.wait_for(lambda e: e["type"] in ("message", "left"))
+                    if event["type"] == "left":
+                        left = event
+                    else:
+                        echoed += 1
+                if left:
+                    break
+            assert left == {"type": "left", "name": "sleeper", "room": "lobby", "reason": "too_slow"}
+    finally:
+        sleeper.close()
+        server.stop()
+
+
+@pytest.mark.parametrize("model", TLS_MODELS)
+def test_a_full_tls_server_refuses_in_clear_at_the_door(model, pki):
+    server = make_server(model, "127.0.0.1", 0, Limits(max_clients=1),
+                         tls=server_context(pki["cert"], pki["key"])).start()
+    try:
+        with ChatClient(*server.address, name="ada", tls=True, cafile=pki["ca"]) as ada:
+            with socket.create_connection(server.address, timeout=5) as late:
+                # No handshake is spent on a connection that will not be served:
+                # the one-line refusal comes at once, unencrypted, then the end.
+                received = b""
+                while chunk := late.recv(4096):
+                    received += chunk
+            assert received.startswith(b"chatlab/1 closing server_full: "), received
+            assert ada.rtt() >= 0  # the one inside is still served, over TLS
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("model", sorted(set(MODELS) - set(TLS_MODELS)))

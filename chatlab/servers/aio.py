@@ -28,6 +28,18 @@ A broadcast that awaited each peer's ``drain()`` in turn would wait for the
 slowest reader in the room: one closed laptop lid would freeze everyone.
 Here a broadcast only *appends* to each queue, which never waits; a client
 whose queue would pass ``limits.outbox_bytes`` is dropped as too slow.
+
+**TLS in an event loop.**  ``threads.py`` runs the TLS handshake as a
+blocking call on the reader thread.  Blocking here would stop the loop and
+every client with it, for as long as the slowest client takes to answer.
+So the reader task runs the handshake itself, awaiting each flight from the
+client: while one client thinks, the loop serves the others.  The bytes go
+through the same sans-IO ``TLSLayer`` (``tls.py``) as in the other models:
+raw bytes in, plaintext out to the core; the writer task encrypts what it
+sends, and waits (like the writer thread) until the handshake is done, so
+the banner never goes out in clear.  asyncio has TLS of its own
+(``loop.start_tls``), but it could not answer plain text with a plain-text
+hint: it would have consumed the first bytes before we could look at them.
 """
 
 from __future__ import annotations
@@ -36,12 +48,14 @@ import asyncio
 import itertools
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import deque
 from typing import Any
 
 from ..core import Close, Effect, Send
+from ..tls import PLAIN_TEXT_HINT, NotTLS, TLSLayer, looks_like_tls
 from .base import BaseServer, format_address
 
 log = logging.getLogger("chatlab.server")
@@ -56,9 +70,14 @@ ACCEPT_PAUSE = 0.1  # seconds without accepting after accept() failed (e.g. out 
 class Connection:
     """One client: its stream, its outbound queue, and the tasks that serve it."""
 
-    def __init__(self, cid: int, peer: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, cid: int, peer: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 tls: ssl.SSLContext | None = None):
         self.id, self.peer = cid, peer
         self.reader, self.writer = reader, writer
+        # With TLS, the writer task waits for ``secured``: nothing is written
+        # until the reader task has finished the handshake.
+        self.tls = TLSLayer(tls, server_side=True) if tls is not None else None
+        self.secured = asyncio.Event()
         self.queue: deque[bytes] = deque()  # queued for this client, not yet written
         self.size = 0  # bytes in the queue
         self.has_data = asyncio.Event()  # wakes the writer task
@@ -84,6 +103,7 @@ class Connection:
 
 class AsyncioServer(BaseServer):
     model = "asyncio"
+    supports_tls = True
 
     def _start(self) -> None:
         self.connections: dict[int, Connection] = {}
@@ -228,14 +248,28 @@ class AsyncioServer(BaseServer):
             log.info("%s: connection lost: %s", format_address(address), exc)
             sock.close()
             return
-        conn = Connection(next(self._ids), format_address(address), reader, writer)
+        conn = Connection(next(self._ids), format_address(address), reader, writer, self.tls)
         self.connections[conn.id] = conn
         writing = asyncio.create_task(self._write(conn), name=f"chatlab-writer-{conn.id}")
         reason = "disconnected"
         try:
-            self._apply(self.core.connect(conn.id, conn.peer, time.time()))
+            effects = self.core.connect(conn.id, conn.peer, time.time())
+            if conn.tls is not None and any(type(e) is Close and e.client == conn.id for e in effects):
+                # Refused at the door (server full, a flood): as in threads.py,
+                # the one-line refusal goes in clear, and no handshake -- the
+                # costly part of TLS -- is spent on a client that will not be
+                # served.  (No await since the writer task was created: it has
+                # not run yet, and will see a plain connection.)
+                conn.tls = None
+            self._apply(effects)
+            if conn.tls is not None:
+                await self._secure(conn)
             while data := await reader.read(RECV_SIZE):
-                if not conn.closing:  # after Close, late bytes are read and dropped
+                if conn.closing:
+                    continue  # after Close, late bytes are read and dropped
+                if conn.tls is not None:
+                    data = conn.tls.receive(data)  # the plaintext these records completed, if any
+                if data:
                     self._apply(self.core.receive(conn.id, data, time.time()))
         except OSError as exc:  # reset by the peer, or worse
             log.info("%s: connection lost: %s", conn.peer, exc)
@@ -245,6 +279,7 @@ class AsyncioServer(BaseServer):
             reason = "server_error"
             conn.drop()
         finally:
+            conn.secured.set()  # let the writer finish, secured or not
             conn.peer_closed.set()
             try:
                 self._apply(self.core.disconnect(conn.id, reason, time.time()))  # nothing if closed first
@@ -261,6 +296,10 @@ class AsyncioServer(BaseServer):
         """The writer task: send what is queued, whole; on Close, close gracefully."""
         writer = conn.writer
         try:
+            if conn.tls is not None:
+                await conn.secured.wait()
+                if not conn.tls.handshake_done:
+                    return  # the handshake failed: nothing may be sent in clear
             while not conn.dropped:
                 if conn.queue:
                     # Everything queued since the last write goes as one: one
@@ -268,6 +307,9 @@ class AsyncioServer(BaseServer):
                     data = b"".join(conn.queue)
                     conn.queue.clear()
                     conn.size = 0
+                    if conn.tls is not None:
+                        conn.tls.send(data)
+                        data = conn.tls.outgoing()  # encrypted into TLS records
                     writer.write(data)
                     # Waits only while this client is not reading: only
                     # this client's writer waits, nobody else.
@@ -286,6 +328,10 @@ class AsyncioServer(BaseServer):
     async def _close_gracefully(self, conn: Connection) -> None:
         writer = conn.writer
         try:
+            if conn.tls is not None:
+                # close_notify: a clean end that an attacker cannot fake by cutting TCP.
+                conn.tls.close()
+                writer.write(conn.tls.outgoing())
             # drain() normally returns while a little is still buffered; a
             # high-water mark of 0 makes it wait until the last byte has gone.
             writer.transport.set_write_buffer_limits(high=0)
@@ -299,6 +345,59 @@ class AsyncioServer(BaseServer):
         except asyncio.TimeoutError:
             log.info("%s: did not take its last bytes or close its side within %.0f s; closing anyway",
                      conn.peer, LINGER)
+
+    # ---------------------------------------------------------------- TLS
+
+    async def _secure(self, conn: Connection) -> None:
+        """The TLS handshake, in the reader task, before anything else is read or written."""
+        assert conn.tls is not None
+        try:
+            await asyncio.wait_for(self._handshake(conn), self.tls_handshake_timeout)
+        except NotTLS as exc:
+            log.warning("%s: plain text sent to the TLS port (%s); closing", conn.peer, exc)
+            await self._send_in_clear(conn, PLAIN_TEXT_HINT)
+            raise
+        except asyncio.TimeoutError:  # (in Python 3.10 not an OSError: say it as one)
+            why = f"TLS handshake not finished within {self.tls_handshake_timeout:g} s"
+            log.warning("%s: TLS handshake failed: %s", conn.peer, why)
+            raise TimeoutError(why) from None
+        except OSError as exc:  # ssl.SSLError is one: e.g. the client does not trust us
+            log.warning("%s: TLS handshake failed: %s", conn.peer, exc)
+            raise
+        log.info("%s: TLS up (%s, %s)", conn.peer, conn.tls.version, conn.tls.cipher)
+        conn.secured.set()
+        if early := conn.tls.receive(None):  # chat that arrived with the handshake
+            self._apply(self.core.receive(conn.id, early, time.time()))
+
+    @staticmethod
+    async def _handshake(conn: Connection) -> None:
+        """``handshake_over()`` in tls.py, with an ``await`` wherever that one blocks."""
+        tls, first = conn.tls, True
+        assert tls is not None
+        while not tls.handshake():
+            if out := tls.outgoing():
+                conn.writer.write(out)
+                await conn.writer.drain()
+            data = await conn.reader.read(RECV_SIZE)  # the client's next flight: others are served meanwhile
+            if not data:
+                raise ConnectionError("the peer closed the connection during the TLS handshake")
+            if first and not looks_like_tls(data):
+                raise NotTLS(f"expected a TLS handshake, got {data[:16]!r}")
+            first = False
+            tls.receive(data)
+        if out := tls.outgoing():
+            conn.writer.write(out)
+
+    @staticmethod
+    async def _send_in_clear(conn: Connection, data: bytes) -> None:
+        """Write ``data`` unencrypted and wait until it has gone (the connection is about to be cut)."""
+        writer = conn.writer
+        try:
+            writer.write(data)
+            writer.transport.set_write_buffer_limits(high=0)
+            await asyncio.wait_for(writer.drain(), LINGER)
+        except (OSError, asyncio.TimeoutError):
+            pass  # the peer is gone, or not reading: it will not see the hint
 
     # ------------------------------------------------------------ effects
 

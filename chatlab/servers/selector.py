@@ -31,6 +31,19 @@ What changes, compared with ``threads.py``:
 
 The price: no handler may ever block or run long, because while it runs
 nobody else is served.
+
+**TLS in an event loop.**  ``threads.py`` runs the TLS handshake as a
+blocking call on the client's reader thread: a client that takes ten
+seconds to answer costs one sleeping thread.  Here a blocking handshake
+would freeze the whole room for those ten seconds, so the handshake is
+driven by readiness like everything else: the bytes a ``recv()`` brought
+go into the client's ``TLSLayer`` (``tls.py``, which works on memory
+buffers, not sockets), whatever the layer wants to answer goes into the
+output buffer, and the loop moves on to the next socket.  Until the
+handshake is done the core's words (the banner) are held back; after it,
+what the core sends is encrypted into TLS records and queued like plain
+bytes, so the too-slow rule counts what really waits.  A handshake
+deadline is checked on the tick, since no thread sits waiting for it.
 """
 
 from __future__ import annotations
@@ -39,10 +52,12 @@ import itertools
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 
 from ..core import Close, Effect, Send
+from ..tls import PLAIN_TEXT_HINT, TLSLayer, looks_like_tls
 from .base import BaseServer, format_address
 
 log = logging.getLogger("chatlab.server")
@@ -62,7 +77,7 @@ class Connection:
     # One of these per client, touched on every message: slots keep it small
     # and its attribute lookups fast.
     __slots__ = ("sock", "id", "peer", "out", "queued", "events", "open", "closing", "fin_sent", "peer_eof",
-                 "deadline")
+                 "deadline", "tls", "tls_state", "held")
 
     def __init__(self, sock: socket.socket, cid: int, peer: str):
         self.sock, self.id, self.peer = sock, cid, peer
@@ -79,10 +94,18 @@ class Connection:
         self.fin_sent = False  # our side is shut: we wait for the peer's EOF
         self.peer_eof = False  # the peer closed its side
         self.deadline = 0.0  # (monotonic) when a closing connection is cut off
+        # With TLS (see SelectorServer._start_tls): the layer, how far the
+        # connection has got -- "hello" (waiting for the client's first
+        # bytes), "handshake", "up", "closed" -- and what the core said
+        # before the handshake was done, held back until it is.
+        self.tls: TLSLayer | None = None
+        self.tls_state = ""
+        self.held: list[bytes] | None = None
 
 
 class SelectorServer(BaseServer):
     model = "selectors"
+    supports_tls = True
 
     def _start(self) -> None:
         self.selector = selectors.DefaultSelector()
@@ -90,6 +113,7 @@ class SelectorServer(BaseServer):
         self._ids = itertools.count(1)
         self._dirty: list[Connection] = []  # buffers filled this turn, to send before the next wait
         self._closing: set[Connection] = set()  # connections with a deadline to watch
+        self._handshaking: dict[Connection, float] = {}  # TLS handshakes under way -> (monotonic) deadline
         self._accept_resume = 0.0  # (monotonic) when to accept again after a failure; 0: accepting
         self._stop_requested = False
         self._stop_timeout = 2.0
@@ -161,6 +185,8 @@ class SelectorServer(BaseServer):
                     except Exception:
                         log.exception("the chat core's tick failed")
                     self._cut_overdue()
+                    if self._handshaking:
+                        self._cut_slow_handshakes()
         except Exception:
             log.exception("the selector loop failed; closing every connection")
         finally:
@@ -206,7 +232,10 @@ class SelectorServer(BaseServer):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.connections[conn.id] = conn
                 self._watch(conn)
-                self._apply(self.core.connect(conn.id, conn.peer, time.time()))
+                effects = self.core.connect(conn.id, conn.peer, time.time())
+                if self.tls is not None:
+                    self._start_tls(conn, effects)
+                self._apply(effects)
             except Exception:
                 self._failed(conn)
 
@@ -222,8 +251,13 @@ class SelectorServer(BaseServer):
             self._lost(conn, exc)
             return
         if data:
-            if not conn.closing:  # after Close, late bytes are read and dropped
-                self._apply(self.core.receive(conn.id, data, time.time()))
+            if conn.closing:
+                return  # after Close, late bytes are read and dropped
+            if conn.tls is not None:
+                data = self._tls_receive(conn, data)  # b"" while the handshake runs
+                if not data:
+                    return
+            self._apply(self.core.receive(conn.id, data, time.time()))
             return
         # End of stream: the peer closed its side.
         conn.peer_eof = True
@@ -318,6 +352,9 @@ class SelectorServer(BaseServer):
                         self._drop_too_slow(conn, size)
                         too_slow.append(conn)
                         continue
+                    if conn.tls is not None:
+                        self._tls_send(conn, data)
+                        continue
                     if not conn.out:
                         dirty.append(conn)  # an empty buffer is not watched yet: flush it this turn
                     conn.out.append(data)
@@ -335,6 +372,8 @@ class SelectorServer(BaseServer):
         if conn.closing:
             return
         conn.closing = True
+        if conn.tls is not None:
+            self._tls_close(conn)
         conn.deadline = time.monotonic() + LINGER  # to send what is queued
         self._closing.add(conn)
         self._dirty.append(conn)
@@ -353,6 +392,8 @@ class SelectorServer(BaseServer):
         conn.out, conn.queued = [], 0  # let the queued bytes go now
         del self.connections[conn.id]
         self._closing.discard(conn)
+        if conn.tls is not None:
+            self._handshaking.pop(conn, None)
 
     def _lost(self, conn: Connection, exc: BaseException) -> None:
         """The peer reset the connection or vanished."""
@@ -385,3 +426,105 @@ class SelectorServer(BaseServer):
             what = "close its side" if conn.fin_sent else f"take its last {conn.queued} bytes"
             log.info("%s: did not %s within %.0f s; closing anyway", conn.peer, what, LINGER)
             self._forget(conn)
+
+    # ---------------------------------------------------------------- TLS
+
+    def _start_tls(self, conn: Connection, effects: list[Effect]) -> None:
+        """A new connection on a TLS server: it must send a TLS handshake first."""
+        if any(type(e) is Close and e.client == conn.id for e in effects):
+            # Refused at the door (server full, a flood): as in threads.py,
+            # the one-line refusal goes in clear, and no handshake -- the
+            # costly part of TLS -- is spent on a client that will not be served.
+            return
+        conn.tls = TLSLayer(self.tls, server_side=True)  # type: ignore[arg-type]
+        conn.tls_state = "hello"
+        conn.held = []
+        self._handshaking[conn] = time.monotonic() + self.tls_handshake_timeout
+
+    def _tls_receive(self, conn: Connection, data: bytes) -> bytes:
+        """Raw bytes from the client into its TLS layer; return the plaintext for the core."""
+        tls = conn.tls
+        assert tls is not None
+        if conn.tls_state == "up":
+            try:
+                return tls.receive(data)
+            except ssl.SSLError as exc:  # a broken or forged record
+                self._lost(conn, exc)
+                return b""
+        if conn.tls_state == "hello":
+            if not looks_like_tls(data):
+                self._plain_text_hint(conn, data)
+                return b""
+            conn.tls_state = "handshake"
+        # One step of the handshake: take what this recv() brought, queue
+        # our answer, and return to the loop -- never wait here for the
+        # client's next flight, everyone else would wait with us.
+        try:
+            tls.receive(data)
+            done = tls.handshake()
+            self._queue_records(conn)
+            if not done:
+                return b""
+            del self._handshaking[conn]
+            conn.tls_state = "up"
+            log.info("%s: TLS up (%s, %s)", conn.peer, tls.version, tls.cipher)
+            for plain in conn.held or ():  # the banner, now encrypted
+                tls.send(plain)
+            conn.held = None
+            self._queue_records(conn)
+            return tls.receive(None)  # chat that arrived with the handshake
+        except ssl.SSLError as exc:  # e.g. the client does not trust our certificate
+            self._tls_failed(conn, f"TLS handshake failed: {exc}")
+            return b""
+
+    def _tls_send(self, conn: Connection, plain: bytes) -> None:
+        """What the core sends a TLS client: encrypted into records, queued like plain bytes."""
+        if conn.tls_state == "up":
+            conn.tls.send(plain)  # type: ignore[union-attr]
+            self._queue_records(conn)
+        elif conn.held is not None:
+            conn.held.append(plain)  # nothing may go out in clear: wait for the handshake
+        # else closing: the close_notify is queued and nothing may follow it (threads.py drops it too)
+
+    def _queue_records(self, conn: Connection) -> None:
+        records = conn.tls.outgoing()  # type: ignore[union-attr]
+        if records:
+            if not conn.out:
+                self._dirty.append(conn)
+            conn.out.append(records)
+            conn.queued += len(records)
+
+    def _tls_close(self, conn: Connection) -> None:
+        """Closing: a close_notify goes after the last record, before the FIN."""
+        if conn.tls_state == "up":
+            # A clean end that an attacker cannot fake by cutting the TCP connection.
+            conn.tls.close()  # type: ignore[union-attr]
+            self._queue_records(conn)
+        conn.tls_state = "closed"
+        conn.held = None  # never secured: what the core said to it is never sent
+        self._handshaking.pop(conn, None)
+
+    def _plain_text_hint(self, conn: Connection, data: bytes) -> None:
+        """Plain text on the TLS port (someone with nc): a one-line hint in clear, then close."""
+        log.warning("%s: plain text sent to the TLS port (expected a TLS handshake, got %r); closing",
+                    conn.peer, data[:16])
+        self._tls_close(conn)
+        if not conn.out:
+            self._dirty.append(conn)
+        conn.out.append(PLAIN_TEXT_HINT)
+        conn.queued += len(PLAIN_TEXT_HINT)
+        self._apply(self.core.disconnect(conn.id, "disconnected", time.time()))
+        self._begin_close(conn)  # the hint, then FIN
+
+    def _tls_failed(self, conn: Connection, why: str) -> None:
+        """A handshake that failed or stalled: log it, hang up, send nothing."""
+        log.warning("%s: %s; closing", conn.peer, why)
+        self._forget(conn)
+        self._apply(self.core.disconnect(conn.id, "disconnected", time.time()))
+
+    def _cut_slow_handshakes(self) -> None:
+        # Checked on the tick, like the closing deadlines: a client that
+        # connects and says nothing may hold its socket up to TICK longer.
+        now = time.monotonic()
+        for conn in [c for c, deadline in self._handshaking.items() if now >= deadline]:
+            self._tls_failed(conn, f"TLS handshake not finished within {self.tls_handshake_timeout:g} s")
