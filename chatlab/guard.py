@@ -192,7 +192,7 @@ class Defences:
         reason, message = refusal
         log.warning("%s refused (%s): %s", peer, reason, message)
         # The mode is not known yet, so the refusal takes the banner's place:
-        # one line that a person and a program can both read (protocol.md 1.1).
+        # one line that a person and a program can both read (protocol.md, section 1).
         return [Send((cid,), refusal_line(reason, message)), Close(cid, reason)]
 
     def _watch(self, peer: str, now: float) -> Watch:
