@@ -91,8 +91,9 @@ _opened: list[RawClient] = []
 
 
 @pytest.fixture(autouse=True)
-def close_offenders():
-    """Every offender a test opens is closed when it ends, so the server stops at once."""
+def close_offenders(start_server):
+    """Every offender a test opens is closed when it ends -- before its server stops
+    (hence the dependency on start_server), so that the server stops at once."""
     yield
     while _opened:
         _opened.pop().close()
