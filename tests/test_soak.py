@@ -47,7 +47,7 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status"),
 ]
 
-SHORT = 3.0  # seconds of churn per model in the default run
+SHORT = 2.0  # seconds of churn per model in the default run
 SLOTS = 16  # clients connected at once, at most
 MAX_SESSIONS = 5000  # a bound on the whole run, whatever its length
 MiB = 1024 * 1024
@@ -195,7 +195,7 @@ def test_soak(model, request, tmp_path):
                 time.sleep(0.05)  # polling another process: there is no event to wait on
             return status
 
-        run(min(1.0, seconds), seed=1)  # warm-up: imports, caches, the database's first pages
+        run(min(1.0, seconds / 4), seed=1)  # warm-up: imports, caches, the database's first pages
         warm = settled(idle["threads"])
         sessions = run(seconds / 2, seed=2)
         middle = settled(idle["threads"])
