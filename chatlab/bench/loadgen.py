@@ -424,6 +424,7 @@ def latency(gen: LoadGenerator, spec: dict[str, Any]) -> dict[str, Any]:
     sender = next(c for c in gen.conns if c.role == "sender")
     readers = [c for c in gen.conns if c.role == "receiver"]
     latencies: list[float] = []
+    worst: dict[int, float] | None = {} if spec.get("timeline") else None  # seq -> its slowest delivery
     start = time.perf_counter() + 0.05
 
     def parse(conn: Conn, data: bytes, now: float) -> None:
@@ -439,6 +440,10 @@ def latency(gen: LoadGenerator, spec: dict[str, Any]) -> dict[str, Any]:
         conn.count += len(seqs)
         base = now - start
         latencies.extend([base - int(s) / rate for s in seqs])
+        if worst is not None:
+            for s in seqs:
+                seq = int(s)
+                worst[seq] = max(worst.get(seq, 0.0), base - seq / rate)
         if conn.count >= messages and not conn.done_at:
             conn.done_at = now
             gen.last_delivery = now
@@ -471,6 +476,9 @@ def latency(gen: LoadGenerator, spec: dict[str, Any]) -> dict[str, Any]:
     result.update(receivers=receivers, rate=rate, duration=duration, messages=messages,
                   expected=receivers * messages, lost=receivers * messages - len(latencies),
                   p50_ms=pct(0.50), p99_ms=pct(0.99), max_ms=latencies[-1] * 1000 if latencies else None)
+    if worst is not None:
+        # Each message's slowest delivery, in send order: stalls show as spikes.
+        result["timeline_ms"] = [round(worst.get(seq, float("nan")) * 1000, 3) for seq in range(messages)]
     return result
 
 

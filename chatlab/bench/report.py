@@ -87,6 +87,8 @@ def ok(record: Record | None, field: str) -> float | None:
 def headline(records: list[Record], receivers: int | None = None) -> list[Record]:
     """Each chatlab model against naive and Redis: fan-out at R=100 (else the largest R run), one sender."""
     measured = {r["receivers"] for r in find(records, scenario="fanout")}
+    if not measured:
+        return []
     if receivers is None:
         receivers = 100 if 100 in measured or not measured else max(measured)
     naive = one(records, target="naive", scenario="fanout", receivers=receivers)
@@ -144,9 +146,13 @@ def verdicts(records: list[Record]) -> list[Record]:
 
     # A stalled reader: the fastest model keeps >= 90 % of its throughput.
     fastest, _ = best("fanout", "rate", False, receivers=100)
+    if fastest is None:  # no fan-out run: the fastest in the stalled runs' own "without"
+        fastest, _ = best("stalled", "rate_without", False)
     stalled = [r for r in find(records, scenario="stalled") if r["target"] == fastest]
     if not stalled or stalled[0].get("kept") is None:
         verdict("stalled reader", None, "needs the stalled scenario for the fastest model")
+    elif not stalled[0].get("fills_buffers"):
+        verdict("stalled reader", None, "the stalled runs were too small to fill the socket buffers (size tiny)")
     else:
         kept = stalled[0]["kept"]
         naive_stall = one(records, target="naive", scenario="stalled")
@@ -215,7 +221,8 @@ def text_report(result: Record) -> str:
              "server and load generator in separate processes; the generator is one selectors loop"]
     if m.get("load_average"):
         after = m.get("load_average_after") or m["load_average"]
-        lines.append(f"load average (1 min) {m['load_average'][0]:.1f} before, {after[0]:.1f} after: "
+        peak = f", up to {m['load_average_max']:.1f} during the run" if m.get("load_average_max") else ""
+        lines.append(f"load average (1 min) {m['load_average'][0]:.1f} before, {after[0]:.1f} after{peak}: "
                      "other work on the machine makes every figure noisier")
     names = targets_in(records)
     star = "* relay: a trivial relay, so the load generator's own ceiling" if "relay" in names else ""
@@ -233,7 +240,8 @@ def text_report(result: Record) -> str:
                 if r is None:
                     row.append("")
                 elif not r.get("completed"):
-                    row.append("failed" if r.get("error") else f"cut short {rate_text(r.get('rate'))}/s")
+                    row.append("failed" if r.get("error") else
+                               f"cut short: {rate_text(r.get('rate'))}/s {num(r.get('server_cpu_per_delivery_us'))} µs")
                 else:
                     row.append(f"{rate_text(r['rate'])}/s {num(r.get('server_cpu_per_delivery_us'))} µs")
             if any(row[1:]):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -49,7 +50,7 @@ class Size:
     window: int = 1000  # messages a sender may be ahead of the slowest receiver
     min_messages: int = 20
     stall_fill: bool = True  # stalled: send enough to overflow the socket buffers (stall_messages)
-    repeats: int = 1  # fan-out and many-senders runs, each reported as the median of this many
+    repeats: int = 1  # fan-out, many-senders and latency runs: each reported as the median of this many
 
 
 SIZES = {
@@ -63,7 +64,7 @@ SIZES = {
                   deadline=60.0),
     # The figures in docs/performance.md.
     "full": Size(receivers=[10, 100, 1000], fanout_deliveries=4_000_000, many_deliveries=2_000_000,
-                 latency_seconds=5.0, stalled_receivers=[100], scale_threads=1_000, scale_event_loop=10_000,
+                 latency_seconds=3.0, stalled_receivers=[100], scale_threads=1_000, scale_event_loop=10_000,
                  joins=[250, 500, 1000, 2000, 4000], deadline=120.0, repeats=3),
 }
 
@@ -125,41 +126,59 @@ def measure(target: Target, scenario: str, spec: dict[str, Any], options: dict[s
 
 def plan(size: Size, targets: list[Target], scenarios: list[str],
          receivers: list[int] | None = None, messages: int | None = None) -> list[dict[str, Any]]:
-    """Every run to do, in order: one dict per (target, scenario, parameters)."""
+    """Every run to do, in order: one dict per (scenario, parameters, repeat, target).
+
+    The targets take turns, run by run, rather than one after another: on a
+    machine where other work comes and goes, each then meets much the same
+    conditions as the others, and the ratios between them stay fair.
+    """
     runs: list[dict[str, Any]] = []
     rs = receivers or size.receivers
-    for target in targets:
-        wanted = [s for s in scenarios if target.kind != "relay" or s in RELAY_SCENARIOS]
-        for scenario in wanted:
-            if scenario == "fanout":
-                for r in rs:
-                    m = messages or max(size.min_messages, size.fanout_deliveries // r)
-                    runs.append(dict(target=target, scenario="fanout", receivers=r, messages=m))
-            elif scenario == "many":
-                for r in rs:
-                    if r < 2:
-                        continue
-                    m = messages or max(2, size.many_deliveries // (r * (r - 1)))
-                    runs.append(dict(target=target, scenario="many", receivers=r, messages=m))
-            elif scenario == "latency":
-                for r in rs:
-                    runs.append(dict(target=target, scenario="latency", receivers=r))
-            elif scenario == "stalled":
-                for r in (receivers or size.stalled_receivers):
-                    m = max(size.min_messages, size.fanout_deliveries // r)
-                    runs.append(dict(target=target, scenario="stalled", receivers=r,
-                                     messages=messages or (stall_messages() if size.stall_fill else m)))
-            elif scenario == "scale":
-                n = size.scale_event_loop if target.event_loop else size.scale_threads
-                runs.append(dict(target=target, scenario="scale", connections=n))
-            elif scenario == "joins":
-                variants = [{}]
-                if target.kind == "chatlab":
-                    variants = [{"notices": "all"}, {"notices": "default"}]
-                for variant in variants:
-                    for n in size.joins:
-                        runs.append(dict(target=target, scenario="joins", connections=n, **variant))
+
+    def each(scenario: str, repeats: int = 1, **params: Any) -> None:
+        for repeat in range(repeats):
+            for target in targets:
+                if target.kind == "relay" and scenario not in RELAY_SCENARIOS:
+                    continue
+                if scenario == "joins" and target.kind == "chatlab":
+                    for notices in ("all", "default"):
+                        runs.append(dict(target=target, scenario=scenario, repeat=repeat, notices=notices, **params))
+                elif scenario == "scale":
+                    n = size.scale_event_loop if target.event_loop else size.scale_threads
+                    runs.append(dict(target=target, scenario=scenario, repeat=repeat, connections=n))
+                else:
+                    runs.append(dict(target=target, scenario=scenario, repeat=repeat, **params))
+
+    for scenario in scenarios:
+        if scenario == "fanout":
+            for r in rs:
+                each("fanout", size.repeats, receivers=r,
+                     messages=messages or max(size.min_messages, size.fanout_deliveries // r))
+        elif scenario == "many":
+            for r in (r for r in rs if r >= 2):
+                each("many", size.repeats, receivers=r,
+                     messages=messages or max(2, size.many_deliveries // (r * (r - 1))))
+        elif scenario == "latency":
+            for r in rs:
+                each("latency", size.repeats, receivers=r)
+        elif scenario == "stalled":
+            for r in (receivers or size.stalled_receivers):
+                m = max(size.min_messages, size.fanout_deliveries // r)
+                each("stalled", size.repeats, receivers=r,
+                     messages=messages or (stall_messages() if size.stall_fill else m))
+        elif scenario == "scale":
+            each("scale")
+        elif scenario == "joins":
+            for n in size.joins:
+                each("joins", connections=n)
     return runs
+
+
+KEY = ("target", "scenario", "receivers", "connections", "notices")
+
+
+def _key(record: dict[str, Any]) -> tuple:
+    return tuple(record.get(k) for k in KEY)
 
 
 def execute(run: dict[str, Any], size: Size, previous: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,17 +188,13 @@ def execute(run: dict[str, Any], size: Size, previous: list[dict[str, Any]]) -> 
     record = {k: v for k, v in run.items() if k != "target"}
     record["target"] = target.name
     base = {"window": size.window, "deadline": size.deadline}
+    same = [p for p in previous if _key(p) == _key(record)]
+    if same and (not same[-1].get("completed") or same[-1].get("stalled_everyone")):
+        # Cut short (or stalled) once: another try would only take as long again.
+        record.update(completed=False, skipped="an earlier repeat was cut short")
+        return record
     if scenario in ("fanout", "many"):
-        # Two cores shared by a server, a generator and anything else the
-        # machine does: one run can be unlucky.  Report the median run (by
-        # rate), and keep every run's figures.
-        runs = [measure(target, scenario, {**base, "receivers": run["receivers"], "messages": run["messages"]})
-                for _ in range(size.repeats)]
-        runs.sort(key=lambda r: (bool(r.get("completed")), r.get("rate") or 0))
-        result = dict(runs[len(runs) // 2])
-        if len(runs) > 1:
-            result["runs"] = [{k: r.get(k) for k in ("completed", "rate", "server_cpu_per_delivery_us", "seconds")}
-                              for r in runs]
+        result = measure(target, scenario, {**base, "receivers": run["receivers"], "messages": run["messages"]})
     elif scenario == "latency":
         result = measure(target, "latency", {**base, "receivers": run["receivers"], "rate": size.rate,
                                              "duration": size.latency_seconds})
@@ -188,18 +203,11 @@ def execute(run: dict[str, Any], size: Size, previous: list[dict[str, Any]]) -> 
         without = measure(target, "fanout", spec)
         # The run with a stalled client gets a few times as long as the run
         # without: a server that keeps going finishes well within it.
-        spec["deadline"] = min(size.deadline, max(3.0, 3 * without.get("seconds", size.deadline) + 2))
-        with_stall = measure(target, "stalled", spec)
-        result = {
-            "completed": without.get("completed", False),
-            "without": without,
-            "with": with_stall,
-            "rate_without": without.get("rate"),
-            "rate_with": with_stall.get("rate"),
-            "kept": (with_stall["rate"] / without["rate"]) if without.get("rate") and with_stall.get("rate")
-            is not None else None,
-            "stalled_everyone": not with_stall.get("completed", False),
-        }
+        seconds = without.get("seconds") or size.deadline
+        with_stall = measure(target, "stalled", {**spec, "deadline": min(size.deadline, max(3.0, 3 * seconds + 2))})
+        result = _stalled(without, with_stall)
+        # Fewer messages than the buffers hold prove nothing about stalling.
+        result["fills_buffers"] = run["messages"] >= stall_messages()
     elif scenario == "scale":
         result = measure(target, "scale", {**base, "connections": run["connections"]},
                          clients=run["connections"])
@@ -216,20 +224,74 @@ def execute(run: dict[str, Any], size: Size, previous: list[dict[str, Any]]) -> 
     else:
         raise ValueError(f"unknown scenario {scenario!r}")
     record.update(result)
+    record["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return record
+
+
+def _stalled(without: dict[str, Any], with_stall: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "completed": without.get("completed", False),
+        "without": without,
+        "with": with_stall,
+        "rate_without": without.get("rate"),
+        "rate_with": with_stall.get("rate"),
+        "kept": (with_stall["rate"] / without["rate"]) if without.get("rate") and with_stall.get("rate")
+        is not None else None,
+        "stalled_everyone": not with_stall.get("completed", False),
+    }
+
+
+def _median(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record for repeated runs: the median run, with every run's figures kept in ``runs``.
+
+    Two cores shared by a server, a generator and anything else the
+    machine does: one run can be unlucky.  The median is the fair middle.
+    """
+    done = [r for r in records if not r.get("skipped")]
+    if len(done) <= 1:
+        return dict(done[0] if done else records[0])
+    scenario = done[0]["scenario"]
+    if scenario == "stalled":
+        withouts = sorted((r["without"] for r in done), key=lambda r: (bool(r.get("completed")), r.get("rate") or 0))
+        withs = sorted((r["with"] for r in done), key=lambda r: (bool(r.get("completed")), r.get("rate") or 0))
+        median = {**done[0], **_stalled(withouts[len(withouts) // 2], withs[len(withs) // 2])}
+        median["runs"] = {"without": [r.get("rate") for r in withouts], "with": [r.get("rate") for r in withs]}
+        return median
+    if scenario == "latency":
+        ordered = sorted(done, key=lambda r: (r.get("p99_ms") is None, r.get("p99_ms") or 0))
+        fields = ("completed", "p50_ms", "p99_ms", "max_ms", "lost", "load")
+    else:
+        ordered = sorted(done, key=lambda r: (bool(r.get("completed")), r.get("rate") or 0))
+        fields = ("completed", "rate", "server_cpu_per_delivery_us", "seconds", "load")
+    median = dict(ordered[len(ordered) // 2])
+    median["runs"] = [{k: r.get(k) for k in fields} for r in ordered]
+    return median
+
+
+def combine(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The raw runs, one record per (target, scenario, parameters): repeats become their median."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in raw:
+        groups.setdefault(_key(record), []).append(record)
+    combined = [_median(group) for group in groups.values()]
+    for record in combined:
+        record.pop("repeat", None)
+    # Grouped by target, in the order the targets were given, for reading.
+    order = list(dict.fromkeys(r["target"] for r in raw))
+    return sorted(combined, key=lambda r: order.index(r["target"]))
 
 
 def run_all(runs: list[dict[str, Any]], size: Size,
             progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
     for run in runs:
         started = time.monotonic()
-        record = execute(run, size, records)
+        record = execute(run, size, raw)
         record["wall_s"] = time.monotonic() - started
-        records.append(record)
+        raw.append(record)
         if progress:
             progress(record)
-    return records
+    return combine(raw)
 
 
 def run_benchmark(
@@ -279,6 +341,9 @@ def run_benchmark(
     started = time.monotonic()
     records = run_all(runs, config, progress)
     about["load_average_after"] = machine()["load_average"]
+    loads = [r.get("load") for r in records] + [run.get("load") for r in records
+                                                 for run in (r.get("runs") if isinstance(r.get("runs"), list) else [])]
+    about["load_average_max"] = max((x for x in loads if x is not None), default=None)
     result = {
         "size": size,
         "machine": about,
