@@ -38,8 +38,9 @@ through the same sans-IO ``TLSLayer`` (``tls.py``) as in the other models:
 raw bytes in, plaintext out to the core; the writer task encrypts what it
 sends, and waits (like the writer thread) until the handshake is done, so
 the banner never goes out in clear.  asyncio has TLS of its own
-(``loop.start_tls``), but it could not answer plain text with a plain-text
-hint: it would have consumed the first bytes before we could look at them.
+(``loop.start_tls``), but it reads the client's first bytes itself: to
+answer plain text with the hint we would have to peek at them first
+(``MSG_PEEK``), and the three models would no longer share one TLS code.
 """
 
 from __future__ import annotations
