@@ -69,21 +69,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"chatlab serve: cannot load the TLS certificate {args.cert} and key {args.key}: {exc}. "
                   "Make a lab set with 'chatlab certs'.", file=sys.stderr)
             return 1
-    try:
-        server = make_server(args.model, args.host, args.port, limits, **options)
-        server.start()
-    except (ServerError, ValueError) as exc:
-        print(f"chatlab serve: {exc}", file=sys.stderr)
-        return 1
-    where = format_address(server.address)
-    print(f"chatlab server ({args.model}{', TLS' if args.tls else ''}) listening on {where}", flush=True)
-    if args.host in ("0.0.0.0", "::"):
-        print("Listening on every interface: others on your network can join with "
-              "'chatlab chat YOUR-IP:%d'. Your firewall may ask to allow it." % server.address[1], flush=True)
-    if accounts is not None:
-        who = "names with an account need its password" if args.guests else "every name needs an account"
-        print(f"{len(accounts.entries)} accounts from {args.users}: {who}.", flush=True)
-    print("Press Ctrl+C to stop.", flush=True)
     # A polite "terminate" (from a notebook or a process manager) stops the
     # server the same graceful way Ctrl+C does.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -91,6 +76,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        server = make_server(args.model, args.host, args.port, limits, **options)
+        server.start()
+    except (ServerError, ValueError) as exc:
+        print(f"chatlab serve: {exc}", file=sys.stderr)
+        return 1
+    # A polite "terminate" (from a notebook or a process manager) stops the
+    # server the same graceful way Ctrl+C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    # And Ctrl+C must work even when the parent started us with SIGINT
+    # ignored (as a shell does for a job it puts in the background).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # From the moment the server runs, Ctrl+C must lead to stop(): a client
+    # may connect, and the user press Ctrl+C, before the messages below are
+    # printed.  (Outside this try, Ctrl+C ended the process without telling
+    # anyone: the cause of a flaky test.)
+    try:
+        where = format_address(server.address)
+        print(f"chatlab server ({args.model}{', TLS' if args.tls else ''}) listening on {where}", flush=True)
+        if args.host in ("0.0.0.0", "::"):
+            print("Listening on every interface: others on your network can join with "
+                  "'chatlab chat YOUR-IP:%d'. Your firewall may ask to allow it." % server.address[1], flush=True)
+        if accounts is not None:
+            who = "names with an account need its password" if args.guests else "every name needs an account"
+            print(f"{len(accounts.entries)} accounts from {args.users}: {who}.", flush=True)
+        print("Press Ctrl+C to stop.", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("\nStopping: telling every client, closing every connection...", file=sys.stderr, flush=True)
