@@ -78,7 +78,9 @@ class History:
         rows = self.db.execute(
             "SELECT id, ts, sender, text, room_name FROM messages"
             " WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
-            (room, before if before is not None else 1 << 62, limit),
+            # SQLite integers are 64-bit: a client's "before" of 2**100 is
+            # simply "everything", not an overflow that could crash the server.
+            (room, 1 << 62 if before is None else max(-(1 << 62), min(before, 1 << 62)), limit),
         ).fetchall()
         return [
             {"type": "message", "id": i, "ts": ts, "from": sender, "text": text, "room": room_name}

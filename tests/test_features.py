@@ -338,3 +338,12 @@ def test_lines_mode_sees_file_offers(server, transcript):
         ada.send_file(b"data", "report.txt", to="carol")
         line = nc.recv_line()
         assert "ada offers the file report.txt (4 bytes" in line
+
+
+@pytest.mark.parametrize("before", [2 ** 63, 2 ** 100, -(2 ** 70)])
+def test_history_paging_with_huge_ids(clients, before):
+    ada = clients("ada")
+    ada.send_frame({"type": "say", "text": "one"})
+    ada.expect("message")
+    ada.send_frame({"type": "history", "room": "lobby", "limit": 5, "before": before})
+    assert len(ada.expect("history")["messages"]) == (1 if before > 0 else 0)
