@@ -81,12 +81,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ServerError, ValueError) as exc:
         print(f"chatlab serve: {exc}", file=sys.stderr)
         return 1
-    # A polite "terminate" (from a notebook or a process manager) stops the
-    # server the same graceful way Ctrl+C does.
-    signal.signal(signal.SIGTERM, _interrupt)
-    # And Ctrl+C must work even when the parent started us with SIGINT
-    # ignored (as a shell does for a job it puts in the background).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     # From the moment the server runs, Ctrl+C must lead to stop(): a client
     # may connect, and the user press Ctrl+C, before the messages below are
     # printed.  (Outside this try, Ctrl+C ended the process without telling
