@@ -179,6 +179,7 @@ class Defences:
         self.doorman = Doorman(self.limits)
         self._answers_due: deque[tuple[float, Any, str]] = deque()  # (when, client id, host): wrong passwords
         self._checking: set[str] = set()  # addresses with a wrong-password answer pending
+        self._refused: dict[str, int] = {}  # address -> connections refused since the last tick, unlogged
 
     # ------------------------------------------------------------ arrival
 
@@ -190,7 +191,15 @@ class Defences:
         if refusal is None:
             return None
         reason, message = refusal
-        log.warning("%s refused (%s): %s", peer, reason, message)
+        # A flood of connections must not become a flood of log lines: the
+        # first refusal of an address is logged, the rest are counted and
+        # summed up on the next tick.
+        host = host_of(peer)
+        if host not in self._refused:
+            self._refused[host] = 0
+            log.warning("%s refused (%s): %s", peer, reason, message)
+        else:
+            self._refused[host] += 1
         # The mode is not known yet, so the refusal takes the banner's place:
         # one line that a person and a program can both read (protocol.md, section 1).
         return [Send((cid,), refusal_line(reason, message)), Close(cid, reason)]
@@ -264,6 +273,10 @@ class Defences:
                 except Exception:
                     out += self._crashed(client, now)
         self.doorman.tidy(now)
+        for host, more in self._refused.items():
+            if more:
+                log.warning("refused %d more connections from %s", more, host)
+        self._refused.clear()
         return out
 
     def _check_clocks(self, client: Any, now: float, out: list) -> None:

@@ -470,3 +470,14 @@ def test_every_limit_is_a_serve_option():
     for exact in ("--rate-limit", "--register-timeout", "--max-per-address", "--users"):
         assert exact in options
 
+
+
+def test_a_connection_flood_is_logged_in_a_few_lines(caplog):
+    room = Driver(Limits(accept_rate=1, accept_burst=1))
+    with caplog.at_level(logging.WARNING, logger="chatlab.core"):
+        for cid in range(1, 1001):
+            room.connect(cid)
+        room.tick(0.5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "refused (connecting_too_fast)" in lines[0]
+    assert lines[1] == "refused 998 more connections from 10.0.0.1"
