@@ -183,10 +183,16 @@ def test_a_full_tls_server_refuses_in_clear_at_the_door(model, pki):
         server.stop()
 
 
-@pytest.mark.parametrize("model", sorted(set(MODELS) - set(TLS_MODELS)))
-def test_models_without_tls_say_so(model, pki):
-    with pytest.raises(ValueError, match="TLS"):
-        make_server(model, "127.0.0.1", 0, tls=server_context(pki["cert"], pki["key"]))
+def test_a_model_without_tls_says_so(pki):
+    """Every model serves TLS today; a new one that does not must refuse --tls, not serve plain text."""
+    from chatlab.servers import ThreadedServer
+
+    class PlainOnly(ThreadedServer):
+        model = "plain-only"
+        supports_tls = False
+
+    with pytest.raises(ValueError, match="cannot serve TLS"):
+        PlainOnly("127.0.0.1", 0, tls=server_context(pki["cert"], pki["key"]))
 
 
 def test_certs_serve_and_chat_commands(tmp_path):
