@@ -193,6 +193,7 @@ class ThreadedServer(BaseServer):
         self.connections: dict[int, Connection] = {}
         self._ids = itertools.count(1)
         self._stopping = False
+        self._accept_failures = 0  # accept() failures in a row (out of file descriptors)
         self._wake_r, self._wake_w = socket.socketpair()
         self._accepter = threading.Thread(target=self._accept_loop, name="chatlab-accept", daemon=True)
         self._accepter.start()
@@ -274,10 +275,17 @@ class ThreadedServer(BaseServer):
             sock, address = self.listener.accept()
         except OSError as exc:
             # EMFILE ("too many open files") and friends: log and carry on;
-            # the connection waits in the backlog for a later try.
-            log.error("accept failed: %s", exc)
+            # the connection waits in the backlog for a later try.  Logged
+            # once per run of failures: a retry every 50 ms would otherwise
+            # write twenty lines a second for as long as it lasts.
+            if not self._accept_failures:
+                log.error("accept failed: %s; retrying every 0.05 s", exc)
+            self._accept_failures += 1
             time.sleep(0.05)
             return
+        if self._accept_failures:
+            log.warning("accepting again, after %d failed attempts", self._accept_failures)
+            self._accept_failures = 0
         sock.setblocking(True)
         # Chat messages are small and someone is waiting for each one:
         # turn off Nagle's algorithm, which would hold a small write back
