@@ -296,7 +296,8 @@ def test_pick_a_server_exercise_that_hangs_falls_back(course, capsys):
 
 
 def test_pick_without_any_course_folder_still_works(course, capsys, monkeypatch):
-    monkeypatch.setattr(lab, "course_folder", lambda kind="exercises": None)
+    # Patched where pick() looks it up: in the module both live in.
+    monkeypatch.setattr(lab.choosing, "course_folder", lambda kind="exercises": None)
     assert lab.pick("exercises", "ex04_frames", "FrameDecoder") is framing.FrameDecoder
     assert "no exercises/ folder" in capsys.readouterr().out  # said, not raised
     assert lab.pick("reference", "ex01_echo", "EchoServer") is lab.EchoServer
