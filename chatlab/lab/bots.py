@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..framing import FrameDecoder, LineDecoder, encode_frame, encode_line
-from .recorder import CLOSED, CONNECT_STARTED, CONNECTED, RECEIVED, REGISTERED, SENT, Recorder, describe, parse_server_line
+from .recorder import (CLOSED, CONNECT_STARTED, CONNECTED, RECEIVED, REGISTERED, SENT, Recorder, describe,
+                       parse_server_line)
 from .registry import RECV_SIZE, TIMEOUT, Instrument, clock
 
 
