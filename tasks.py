@@ -59,7 +59,10 @@ def main(argv: list[str]) -> int:
     task, rest = argv[0], argv[1:]
     try:
         if task == "lab":
-            run(BIN / "jupyter", "lab", "notebooks", *rest)
+            # Jupyter refuses to run as root unless told; a container or a
+            # classroom VM often has nobody else.
+            as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+            run(BIN / "jupyter", "lab", "notebooks", *as_root, *rest)
         elif task == "test":
             run(PYTHON, "-m", "pytest", *rest)
     except subprocess.CalledProcessError as exc:
