@@ -198,7 +198,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None
     try:
         result = run_benchmark(args.size, split(args.targets), split(args.scenarios),
-                               [int(r) for r in split(args.receivers) or []] or None, args.messages, progress)
+                               [int(r) for r in split(args.receivers) or []] or None, args.messages, progress,
+                               args.repeats)
     except ValueError as exc:
         print(f"chatlab bench: {exc}", file=sys.stderr)
         return 2
@@ -282,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fanout, latency, many, stalled, scale, joins (default: all)")
     bench.add_argument("--receivers", metavar="R,R", help="receiver counts R, instead of the size's")
     bench.add_argument("--messages", type=int, metavar="M", help="messages per run, instead of the size's")
+    bench.add_argument("--repeats", type=int, metavar="N",
+                       help="runs of each throughput and latency measurement, reported as their median "
+                            "(default: 3 at full size, else 1)")
     bench.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     bench.set_defaults(func=cmd_bench)
     return parser

@@ -39,7 +39,7 @@ def run_benchmark(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
     Arguments: ``size`` ("tiny", "small", "full", or a ``scenarios.Size``),
     ``targets``, ``scenarios``, ``receivers``, ``messages``, ``progress``
-    (called with each record).
+    (called with each record), ``repeats``.
     """
     # Imported here, not above: ``python -m chatlab.bench.loadgen`` (and
     # ``.serve``) must not find their module half-imported by this package.

@@ -301,6 +301,7 @@ def run_benchmark(
     receivers: list[int] | None = None,
     messages: int | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    repeats: int | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; return everything measured (what ``--json`` writes).
 
@@ -313,6 +314,8 @@ def run_benchmark(
         config = SIZES[size]
     else:
         raise ValueError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+    if repeats:
+        config = dataclasses.replace(config, repeats=repeats)
     scenarios = list(scenarios or SCENARIOS)
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
