@@ -271,3 +271,24 @@ def frames_client(address: tuple[str, int], name: str | None = None, transcript:
 def chatlab_threads() -> set[threading.Thread]:
     """The threads chatlab servers and clients are running now (they are all named chatlab-...)."""
     return {t for t in threading.enumerate() if t.name.startswith("chatlab")}
+
+
+def race_for_name(racers: list[RawClient], name: str) -> list[dict[str, Any]]:
+    """Let every racer say hello with the same ``name`` at the same moment; return each one's answer.
+
+    A barrier releases all the threads together, so the hellos reach the
+    server as close to simultaneously as the machine allows: the race on a
+    shared client list that a lock (or a single-threaded loop) must win.
+    """
+    start = threading.Barrier(len(racers))
+
+    def race(client: RawClient) -> None:
+        start.wait(5)
+        client.send_frame({"type": "hello", "name": name})
+
+    threads = [threading.Thread(target=race, args=(c,)) for c in racers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return [c.wait_frame(lambda m: m["type"] in ("welcome", "error"), "welcome or error")[-1] for c in racers]

@@ -14,7 +14,6 @@ turns off (the rate limit, for a talker that must fill a slow reader's queue).
 from __future__ import annotations
 
 import json
-import os
 import resource
 import select
 import signal
@@ -22,7 +21,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 
@@ -33,7 +31,7 @@ from chatlab.chatters import Chatters
 from chatlab.client import ChatClient, ChatConnectionError, ChatError
 from chatlab.framing import encode_frame
 from chatlab.protocol import name_key
-from chatlab.testing import RawClient, frames_client
+from chatlab.testing import RawClient, frames_client, race_for_name
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -254,18 +252,7 @@ def test_registering_twice(server, room, transcript):
 
 def test_two_clients_racing_for_one_name(server, room, transcript):
     racers = [offender(server, transcript, name=None) for _ in range(8)]
-    start = threading.Barrier(len(racers))
-
-    def race(client):
-        start.wait(5)
-        client.send_frame({"type": "hello", "name": "winner"})
-
-    threads = [threading.Thread(target=race, args=(c,)) for c in racers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    replies = [c.wait_frame(lambda m: m["type"] in ("welcome", "error"), "welcome or error")[-1] for c in racers]
+    replies = race_for_name(racers, "winner")
     assert sorted(r["type"] for r in replies) == ["error"] * 7 + ["welcome"]
     assert {r["code"] for r in replies if r["type"] == "error"} == {"name_taken"}
     room.check()

@@ -12,7 +12,7 @@ import pytest
 
 from chatlab.client import ChatClient
 from chatlab.framing import encode_frame
-from chatlab.testing import RawClient, chatlab_threads, frames_client
+from chatlab.testing import RawClient, chatlab_threads, frames_client, race_for_name
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,19 +58,7 @@ def test_bad_name_then_retry(clients, name):
 
 def test_two_clients_racing_for_one_name(clients):
     racers = [clients() for _ in range(8)]
-    start = threading.Barrier(len(racers))
-
-    def race(client):
-        start.wait(5)
-        client.send_frame({"type": "hello", "name": "winner"})
-
-    threads = [threading.Thread(target=race, args=(c,)) for c in racers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    replies = [c.wait_frame(lambda m: m["type"] in ("welcome", "error"), "welcome or error")[-1]
-               for c in racers]
+    replies = race_for_name(racers, "winner")
     assert sorted(r["type"] for r in replies) == ["error"] * 7 + ["welcome"]
     assert all(r["code"] == "name_taken" for r in replies if r["type"] == "error")
 

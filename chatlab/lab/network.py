@@ -61,6 +61,23 @@ class _Acceptor:
             s.close()
 
 
+def _cut_off(lock, socks: list[socket.socket], threads: list[threading.Thread]) -> list[socket.socket]:
+    """Shut every connection both ways, which wakes the threads blocked on them, and join those threads.
+
+    Returns the sockets, for a caller whose threads do not close their own.
+    """
+    with lock:
+        socks, threads = list(socks), list(threads)
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by its thread
+    for t in threads:
+        t.join(TIMEOUT)
+    return socks
+
+
 @dataclass(frozen=True)
 class Chunk:
     t: float  # seconds since the relay or server started
@@ -181,16 +198,7 @@ class Relay(Instrument):
             return
         self._acceptor.stop()
         self._acceptor = None  # type: ignore[assignment]
-        with self._lock:
-            socks, threads = list(self._socks), list(self._threads)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in threads:
-            t.join(TIMEOUT)
-        for s in socks:
+        for s in _cut_off(self._lock, self._socks, self._threads):
             s.close()
 
 
@@ -281,15 +289,7 @@ class EchoServer(Instrument):
             return
         self._acceptor.stop()
         self._acceptor = None
-        with self._lock:
-            socks, threads = list(self._socks), list(self._threads)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in threads:
-            t.join(TIMEOUT)
+        _cut_off(self._lock, self._socks, self._threads)  # each serving thread closes its socket
 
 
 def echo_once(address: tuple[str, int], data: bytes, timeout: float = TIMEOUT) -> bytes:
