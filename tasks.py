@@ -6,7 +6,13 @@
 
 "Set up" means: make a virtual environment in .venv (once), and install
 chatlab into it with what the notebooks and tests need (again only when
-pyproject.toml has changed).  Nothing is installed outside this folder.
+pyproject.toml has changed).  Python packages go into this folder only.
+
+Some lessons and tests use programs from the operating system as real
+peers and instruments (nftables for a firewall, tshark to read captures,
+redis-server, Chromium, an IRC client).  Run as root on Debian or Ubuntu,
+set-up installs the missing ones with apt-get; elsewhere it lists them, and
+the tests that need them are skipped with the reason.
 On Windows, use ``py tasks.py lab``.
 """
 
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -29,6 +36,39 @@ STAMP = VENV / "chatlab-installed"
 def run(*command: object) -> None:
     print("+", " ".join(str(c) for c in command), flush=True)
     subprocess.run([str(c) for c in command], check=True, cwd=ROOT)
+
+
+# Debian package -> the program it brings, for the lessons and tests that need one.
+SYSTEM_PACKAGES = {
+    "nftables": "nft",  # the network lab's firewall rules
+    "iproute2": "ip",  # the network lab's namespaces and links
+    "tshark": "tshark",  # reads the lab's packet captures, independently of chatlab
+    "redis-server": "redis-server",  # several servers sharing one chat; the benchmark's yardstick
+    "chromium": "chromium",  # the chat's web page, tested in a real browser
+    "irssi": "irssi",  # a real IRC client
+    "tmux": "tmux",  # drives terminal programs (irssi, chatlab chat) in the tests
+}
+
+
+def system_setup() -> None:
+    """Install the missing system programs with apt-get when we may; else say what is missing."""
+    if os.name != "posix" or sys.platform == "darwin":
+        return
+    missing = [pkg for pkg, program in SYSTEM_PACKAGES.items()
+               if not shutil.which(program) and not os.path.exists(f"/usr/sbin/{program}")]
+    if not missing:
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"Installing {', '.join(missing)} with apt-get ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            subprocess.run(["apt-get", "update"], check=True, env=env)
+            subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=True, env=env)
+            return
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"apt-get failed ({exc}); carrying on without them", flush=True)
+    print(f"Not installed: {', '.join(missing)}. The lessons and tests that need them are skipped "
+          f"(as root on Debian or Ubuntu: apt-get install {' '.join(missing)}).", flush=True)
 
 
 def setup() -> None:
@@ -56,6 +96,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     setup()
+    system_setup()
     task, rest = argv[0], argv[1:]
     try:
         if task == "lab":
