@@ -18,8 +18,10 @@ transfer, the outbox stays small, and a chat message waits behind at most
 32 KiB.  The cost is one round trip per chunk -- the classic trade-off of
 a stop-and-wait protocol, which TCP itself avoids with a sliding window.
 
-This is a mixin of ``ChatCore``: the handlers below are the core's
-``_on_file_*`` message handlers, and use its helpers to send and check.
+``FileStore`` is a component the chat core owns: it holds the transfers,
+and its handlers answer the ``file_*`` messages (the core's handler table
+names them).  It asks the core, through its ``Services``, to send and to
+find people and rooms.
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ import itertools
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from .protocol import ProtocolError, clean_text
+from .errors import ProtocolError
+from .limits import Limits
+from .protocol import TOO_LARGE, clean_text
+from .rooms import Room
+from .session import Client, Out, Services
 
 log = logging.getLogger("chatlab.core")
 
@@ -48,12 +54,12 @@ BAD_CHECKSUM = "bad_checksum"  # the data does not match the SHA-256 announced
 @dataclass(eq=False)
 class Transfer:
     id: str
-    sender: Any  # the Client who offered it
+    sender: Client  # who offered it
     name: str
     size: int
     sha256: str
-    to: Any | None  # a Client, for a file to one person
-    room: Any | None  # a Room, for a file to a room
+    to: Client | None  # for a file to one person
+    room: Room | None  # for a file to a room
     created: float
     data: bytearray = field(default_factory=bytearray)
     offered_to: set = field(default_factory=set)  # client ids that were offered it
@@ -78,52 +84,60 @@ def safe_file_name(name: str) -> str:
     return name
 
 
-class FileSharing:
-    """The ``file_*`` handlers of the chat core."""
+Handler = Callable[[Client, dict[str, Any], float, Out], None]
 
-    _file_ids = itertools.count(1)
 
-    def _files(self) -> dict[str, Transfer]:
-        if not hasattr(self, "_transfers"):
-            self._transfers: dict[str, Transfer] = {}
-        return self._transfers
+class FileStore:
+    """The files being shared, and the handlers of the ``file_*`` messages."""
+
+    def __init__(self, limits: Limits, chat: Services):
+        self.limits, self.chat = limits, chat
+        self.transfers: dict[str, Transfer] = {}
+        self._ids = itertools.count(1)  # file ids, per server: "f1", "f2", ...
+        self.handlers: dict[str, Handler] = {
+            "file_offer": self.on_offer,
+            "file_chunk": self.on_chunk,
+            "file_accept": self.on_accept,
+            "file_decline": self.on_decline,
+            "file_get": self.on_get,
+        }
 
     def _transfer(self, msg: dict[str, Any]) -> Transfer:
-        transfer = self._files().get(msg["file"])
+        transfer = self.transfers.get(msg["file"])
         if transfer is None:
             raise ProtocolError(UNKNOWN_FILE, f"no file {msg['file'][:20]!r} (it may have expired)")
         return transfer
 
-    def _on_file_offer(self, client, msg, now, out) -> None:
-        self._require_registered(client)
+    def on_offer(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
+        self.chat.require_registered(client)
         limits = self.limits
         if msg["size"] < 0 or not SHA256_HEX.fullmatch(msg["sha256"]):
             raise ProtocolError(BAD_FILE, "a file offer needs a size >= 0 and a SHA-256 as 64 lowercase hex digits")
         if limits.max_file_bytes and msg["size"] > limits.max_file_bytes:
-            raise ProtocolError("too_large", f"files are limited to {limits.max_file_bytes} bytes")
-        stored = sum(t.size for t in self._files().values())
+            raise ProtocolError(TOO_LARGE, f"files are limited to {limits.max_file_bytes} bytes")
+        stored = sum(t.size for t in self.transfers.values())
         if limits.file_store_bytes and stored + msg["size"] > limits.file_store_bytes:
-            raise ProtocolError("too_large", "the server is holding too many files; try again later")
+            raise ProtocolError(TOO_LARGE, "the server is holding too many files; try again later")
         to = room = None
         if msg.get("to"):
-            to = self._user(msg["to"])
+            to = self.chat.user(msg["to"])
         else:
-            room = self._member_room(client, msg.get("room"))
-        transfer = Transfer(f"f{next(self._file_ids)}", client, safe_file_name(msg["name"]), msg["size"],
+            room = self.chat.member_room(client, msg.get("room"))
+        transfer = Transfer(f"f{next(self._ids)}", client, safe_file_name(msg["name"]), msg["size"],
                             msg["sha256"], to, room, now)
-        self._files()[transfer.id] = transfer
+        self.transfers[transfer.id] = transfer
         log.info("%s offers file %s (%s, %d bytes)", client.name, transfer.id, transfer.name, transfer.size)
         self._pull_upload(transfer, out)
 
-    def _pull_upload(self, transfer: Transfer, out) -> None:
+    def _pull_upload(self, transfer: Transfer, out: Out) -> None:
         """Ask the sender for the next chunk, or, once all is in, check it and offer it."""
         if not transfer.complete:
             seq = len(transfer.data) // CHUNK
-            self._send(transfer.sender, {"type": "file_upload", "file": transfer.id, "seq": seq,
-                                         "sha256": transfer.sha256}, out)
+            self.chat.send(transfer.sender, {"type": "file_upload", "file": transfer.id, "seq": seq,
+                                             "sha256": transfer.sha256}, out)
             return
         if hashlib.sha256(transfer.data).hexdigest() != transfer.sha256:
-            del self._files()[transfer.id]
+            del self.transfers[transfer.id]
             raise ProtocolError(BAD_CHECKSUM, f"file {transfer.id}: the data does not match its SHA-256")
         offer = {"type": "file_offer", "file": transfer.id, "from": transfer.sender.name, "name": transfer.name,
                  "size": transfer.size, "sha256": transfer.sha256}
@@ -131,15 +145,16 @@ class FileSharing:
             recipients = [transfer.to]
             offer["to"] = transfer.to.name
         else:
+            assert transfer.room is not None
             recipients = [m for m in transfer.room.members.values() if m is not transfer.sender]
             offer["room"] = transfer.room.name
         for recipient in recipients:
             transfer.offered_to.add(recipient.id)
-            self._send(recipient, offer, out)
-        self._send(transfer.sender, {"type": "file_sent", "file": transfer.id,
-                                     "recipients": [r.name for r in recipients]}, out)
+            self.chat.send(recipient, offer, out)
+        self.chat.send(transfer.sender, {"type": "file_sent", "file": transfer.id,
+                                         "recipients": [r.name for r in recipients]}, out)
 
-    def _on_file_chunk(self, client, msg, now, out) -> None:
+    def on_chunk(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         transfer = self._transfer(msg)
         expected = len(transfer.data) // CHUNK
         if transfer.sender is not client or transfer.complete or msg["seq"] != expected:
@@ -149,42 +164,45 @@ class FileSharing:
         except binascii.Error:
             raise ProtocolError(BAD_FILE, f"file {transfer.id}: chunk {expected} is not base64") from None
         if len(data) != min(CHUNK, transfer.size - len(transfer.data)):
-            del self._files()[transfer.id]
+            del self.transfers[transfer.id]
             raise ProtocolError(BAD_FILE, f"file {transfer.id}: chunk {expected} has the wrong size")
         transfer.data += data
         self._pull_upload(transfer, out)
 
-    def _offered(self, client, msg) -> Transfer:
+    def _offered(self, client: Client, msg: dict[str, Any]) -> Transfer:
         transfer = self._transfer(msg)
         if client.id not in transfer.offered_to:
             raise ProtocolError(UNKNOWN_FILE, f"file {transfer.id} was not offered to you")
         return transfer
 
-    def _on_file_accept(self, client, msg, now, out) -> None:
+    def on_accept(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         transfer = self._offered(client, msg)
-        if transfer.sender.id in self.clients:
-            self._send(transfer.sender, {"type": "file_accepted", "file": transfer.id, "by": client.name}, out)
-        self._on_file_get(client, {"file": transfer.id, "seq": 0}, now, out)
+        if transfer.sender.id in self.chat.clients:
+            self.chat.send(transfer.sender, {"type": "file_accepted", "file": transfer.id, "by": client.name}, out)
+        self.on_get(client, {"file": transfer.id, "seq": 0}, now, out)
 
-    def _on_file_get(self, client, msg, now, out) -> None:
+    def on_get(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         transfer = self._offered(client, msg)
         seq = msg["seq"]
         if not 0 <= seq < transfer.chunks:
             raise ProtocolError(BAD_FILE, f"file {transfer.id} has chunks 0 to {transfer.chunks - 1}")
-        self._send(client, {"type": "file_chunk", "file": transfer.id, "seq": seq, "data": transfer.chunk(seq),
-                            "last": seq == transfer.chunks - 1}, out)
+        self.chat.send(client, {"type": "file_chunk", "file": transfer.id, "seq": seq, "data": transfer.chunk(seq),
+                                "last": seq == transfer.chunks - 1}, out)
 
-    def _on_file_decline(self, client, msg, now, out) -> None:
+    def on_decline(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         transfer = self._offered(client, msg)
         transfer.offered_to.discard(client.id)
-        if transfer.sender.id in self.clients:
-            self._send(transfer.sender, {"type": "file_declined", "file": transfer.id, "by": client.name}, out)
+        if transfer.sender.id in self.chat.clients:
+            self.chat.send(transfer.sender, {"type": "file_declined", "file": transfer.id, "by": client.name}, out)
 
-    def _expire_files(self, now: float, client=None) -> None:
+    def expire(self, now: float, client: Client | None = None) -> None:
         """Forget transfers past their time, and unfinished uploads of a client who left."""
-        for fid, transfer in list(self._files().items()):
+        for fid, transfer in list(self.transfers.items()):
             old = self.limits.file_ttl and now - transfer.created > self.limits.file_ttl
             abandoned = transfer.sender is client and not transfer.complete
             if old or abandoned:
-                del self._files()[fid]
+                del self.transfers[fid]
                 log.info("file %s forgotten (%s)", fid, "expired" if old else "sender left")
+
+    def clear(self) -> None:
+        self.transfers.clear()

@@ -27,32 +27,13 @@ from __future__ import annotations
 
 import struct
 
+from .errors import FrameTooLarge, FramingError, LineTooLong
 from .limits import MAX_FRAME, MAX_LINE
 
+__all__ = ["HEADER", "LineDecoder", "FrameDecoder", "encode_line", "encode_frame",
+           "FramingError", "LineTooLong", "FrameTooLarge"]
+
 HEADER = struct.Struct(">I")  # 4 bytes, big-endian ("network byte order"), unsigned
-
-
-class FramingError(ValueError):
-    """The byte stream broke the framing rules.
-
-    ``frames`` holds the good messages decoded from the same ``feed()`` call
-    before the problem, so that a caller can still deliver them: nothing that
-    arrived intact is lost because something after it was bad.
-    """
-
-    code = "bad_frame"
-
-    def __init__(self, message: str, frames: list[bytes] | None = None):
-        super().__init__(message)
-        self.frames = frames or []
-
-
-class LineTooLong(FramingError):
-    code = "too_large"
-
-
-class FrameTooLarge(FramingError):
-    code = "too_large"
 
 
 # --------------------------------------------------------------------- lines

@@ -5,21 +5,23 @@ just before, and anyone can page back further with a history request.
 SQLite comes with Python, keeps the whole database in one file (``--db
 FILE``), or in memory when no file is given, and survives a restart.
 
-Why writes never hold up the chat: a message is only *inserted* when it
-is said -- into SQLite's page cache, inside an open transaction, which
-takes microseconds.  The transaction is committed once per server tick
-(about twice a second), a batch at a time.  In a file database, the
-write-ahead log (``journal_mode=WAL``) with ``synchronous=NORMAL`` makes
-each commit an append to the log, with no wait for the disk (fsync) until
-a checkpoint.  The price: if the machine loses power, the last half second
-of messages may be lost.  A crash of the server process alone loses only
-the uncommitted batch.
+Why writing never holds up the chat: when a message is said, it is only
+added to a list in memory.  Once per server tick (about twice a second) the
+core asks for the batch to be written as *work* (``effects.Work``): the
+server's shell runs the INSERTs and the COMMIT on another thread, while the
+chat goes on.  Until a batch is committed, a page of history includes it
+from memory, so nobody misses a message that is on its way to the disk.
+In a file database, the write-ahead log (``journal_mode=WAL``) with
+``synchronous=NORMAL`` makes each commit an append to the log, with no wait
+for the disk (fsync) until a checkpoint.  The price: if the machine loses
+power, the last half second of messages may be lost.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+import threading
+from typing import Any, Callable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -36,57 +38,84 @@ CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
 #: Messages an in-memory database keeps, in all rooms, before forgetting the oldest.
 MEMORY_KEEP = 100_000
 
+Row = tuple[int, str, str, float, str, str]  # id, room key, room name, ts, sender, text
+
 
 class History:
     """The messages said in rooms, oldest first, in one SQLite database."""
 
     def __init__(self, path: str = ":memory:"):
         self.path = path
-        # The core is called from one thread at a time (under the threaded
-        # server's lock, or on an event loop's thread), so one connection
-        # serves every thread.
+        # The database is used from the chat's thread (reading pages) and a
+        # worker thread (writing batches): one connection, one lock.
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+        self._lock = threading.Lock()
         if path != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self.db.commit()
-        self.unsaved = 0
+        self._said: list[Row] = []  # said since the last flush (the chat's thread only)
+        self._writing: list[list[Row]] = []  # batches handed to a writer, not yet committed
 
     def last_id(self) -> int:
         """The highest message id stored, so that ids keep growing across restarts."""
-        return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+        with self._lock:
+            return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
 
     def append(self, room: str, message: dict[str, Any]) -> None:
-        self.db.execute(
-            "INSERT INTO messages (id, room, room_name, ts, sender, text) VALUES (?, ?, ?, ?, ?, ?)",
-            (message["id"], room, message["room"], message["ts"], message["from"], message["text"]),
-        )
-        self.unsaved += 1
+        self._said.append((message["id"], room, message["room"], message["ts"], message["from"], message["text"]))
+
+    def flush_job(self) -> Callable[[], int] | None:
+        """The messages said since the last flush, as a job that writes them (None: nothing to write)."""
+        if not self._said:
+            return None
+        batch, self._said = self._said, []
+        with self._lock:
+            self._writing.append(batch)
+
+        def write() -> int:
+            with self._lock:
+                try:
+                    self.db.executemany(
+                        "INSERT INTO messages (id, room, room_name, ts, sender, text) VALUES (?, ?, ?, ?, ?, ?)", batch)
+                    if self.path == ":memory:":
+                        self.db.execute("DELETE FROM messages WHERE id <= ? - ?", (batch[-1][0], MEMORY_KEEP))
+                    self.db.commit()
+                finally:
+                    self._writing.remove(batch)
+            return len(batch)
+
+        return write
 
     def flush(self) -> None:
-        """Commit the batch of messages said since the last flush."""
-        if not self.unsaved:
-            return
-        if self.path == ":memory:":
-            self.db.execute("DELETE FROM messages WHERE id <= (SELECT MAX(id) FROM messages) - ?", (MEMORY_KEEP,))
-        self.db.commit()
-        self.unsaved = 0
+        """Write what was said since the last flush, now, on this thread (the server is stopping)."""
+        job = self.flush_job()
+        if job is not None:
+            job()
 
     def page(self, room: str, limit: int, before: int | None = None) -> list[dict[str, Any]]:
         """Up to ``limit`` messages of a room, older than id ``before`` if given; oldest first."""
-        rows = self.db.execute(
-            "SELECT id, ts, sender, text, room_name FROM messages"
-            " WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
-            # SQLite integers are 64-bit: a client's "before" of 2**100 is
-            # simply "everything", not an overflow that could crash the server.
-            (room, 1 << 62 if before is None else max(-(1 << 62), min(before, 1 << 62)), limit),
-        ).fetchall()
+        # SQLite integers are 64-bit: a client's "before" of 2**100 is simply
+        # "everything", not an overflow that could crash the server.
+        below = 1 << 62 if before is None else max(-(1 << 62), min(before, 1 << 62))
+        if limit <= 0:
+            return []
+        with self._lock:
+            rows: list[Row] = [row for batch in [*self._writing, self._said] for row in batch
+                               if row[1] == room and row[0] < below]
+            if len(rows) < limit:
+                rows = self.db.execute(
+                    "SELECT id, room, room_name, ts, sender, text FROM messages"
+                    " WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                    (room, below, limit - len(rows)),
+                ).fetchall()[::-1] + rows
         return [
             {"type": "message", "id": i, "ts": ts, "from": sender, "text": text, "room": room_name}
-            for i, ts, sender, text, room_name in reversed(rows)
+            for i, _, room_name, ts, sender, text in rows[-limit:]
         ]
 
     def close(self) -> None:
         self.flush()
-        self.db.close()
+        with self._lock:
+            self.db.close()

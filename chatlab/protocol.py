@@ -1,28 +1,22 @@
-"""The chatlab wire protocol: names, text, messages and the two wire modes.
+"""The chatlab wire protocol: names, text, the messages and their error codes.
 
 ``docs/protocol.md`` is the specification; this module is its executable
-form.  Like ``framing``, it never touches a socket.
-
-One TCP port serves two kinds of client.  The server speaks first, with a
-one-line banner.  The client's first byte then picks the mode for the rest
-of the connection:
-
-* ``0x00`` -- **frames** mode: length-prefixed frames, each one UTF-8 JSON
-  object.  The 0x00 is simply the first byte of the first frame's 4-byte
-  length header, which always starts with 0x00 because frames are small.
-* anything else -- **lines** mode: a person typing into ``nc`` or ``telnet``.
-  The first line is their name; later lines are chat, or ``/`` commands.
+form.  Like ``framing``, it never touches a socket.  What is said here
+holds for every wire dialect (``chatlab/dialects/``): a name, a text, a
+message and an error code are the same whether they travel as a JSON
+frame, a typed line or (later) a WebSocket message.  What a message looks
+like in JSON frames -- the dialect of programs, and the reference form of
+every message -- is here too.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import unicodedata
 from typing import Any
 
-from .framing import FrameDecoder, LineDecoder, encode_frame
-from .limits import Limits
+from .errors import ProtocolError
+from .framing import encode_frame
 
 PROTOCOL_VERSION = 1
 BANNER = (
@@ -40,9 +34,6 @@ def refusal_line(reason: str, message: str) -> bytes:
     ``chatlab/1 closing REASON: MESSAGE``.
     """
     return f"chatlab/{PROTOCOL_VERSION} closing {reason}: {message}\n".encode()
-
-FRAMES = "frames"
-LINES = "lines"
 
 # Error codes (the "code" field of an error message).
 NAME_TAKEN = "name_taken"  # someone registered that name (ignoring case) first
@@ -85,15 +76,6 @@ CLIENT_MESSAGES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "file_get": ({"file": str, "seq": int}, {}),
 }
 JSON_TYPES = {str: "a string", int: "an integer"}
-
-
-class ProtocolError(Exception):
-    """A message the server must refuse, with the error code to answer."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # --------------------------------------------------------------------- names
@@ -231,150 +213,12 @@ def encode_message(msg: dict[str, Any]) -> bytes:
     return encode_frame(json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode())
 
 
-# ---------------------------------------------------------------- lines mode
+# ------------------------------------------------------------------- help
 
+#: The chat's commands, as a person types them (lines mode, ``chatlab chat``):
+#: the text of the ``help`` message.
 LINES_HELP = (
     "/who [ROOM] lists users, /rooms lists rooms, /join ROOM, /leave [ROOM], "
     "/msg NAME TEXT sends a private message, /history [N] shows recent messages, "
     "/quit leaves, //text sends text starting with /"
 )
-
-
-def parse_line(line: bytes, registered: bool) -> dict[str, Any] | None:
-    """Turn one typed line into the message a frames client would have sent.
-
-    Both modes then share every rule in the chat core.  Returns None for a
-    blank line, which is ignored.
-    """
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(BAD_FRAME, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
-    if not registered:
-        return {"type": "hello", "name": text.strip()}
-    if not text.strip():
-        return None
-    if text.startswith("//"):
-        return {"type": "say", "text": text[1:]}  # "//path" sends the text "/path"
-    if not text.startswith("/"):
-        return {"type": "say", "text": text}
-    command, _, rest = text.partition(" ")
-    command, rest = command.lower(), rest.strip()
-    if command in ("/quit", "/rooms", "/ping", "/help"):
-        return {"type": {"/quit": "bye"}.get(command, command[1:])}
-    if command == "/who":
-        return {"type": "who", "room": rest} if rest else {"type": "who"}
-    if command == "/join" and rest:
-        return {"type": "join", "room": rest}
-    if command == "/leave":
-        return {"type": "leave", "room": rest} if rest else {"type": "leave"}
-    if command == "/msg" and len(rest.split(" ", 1)) == 2:
-        to, words = rest.split(" ", 1)
-        return {"type": "dm", "to": to, "text": words}
-    if command == "/history":
-        if rest and not rest.isdigit():
-            raise ProtocolError(BAD_FRAME, "usage: /history [N]")
-        return {"type": "history", "limit": int(rest)} if rest else {"type": "history"}
-    if command in ("/join", "/msg"):
-        raise ProtocolError(BAD_FRAME, f"usage: {command} {'ROOM' if command == '/join' else 'NAME TEXT'}")
-    raise ProtocolError(UNKNOWN_TYPE, f"unknown command {command[:40]}; try /help")
-
-
-def _in_room(msg: dict[str, Any]) -> str:
-    """" in ROOM" for rooms other than the lobby, where most chat happens."""
-    room = msg.get("room")
-    return f" {room}" if room and room != "lobby" else ""
-
-
-def _clock(ts: float) -> str:
-    return time.strftime("%H:%M", time.localtime(ts))
-
-
-def render_line(msg: dict[str, Any]) -> str:
-    """How a server message reads to a person in lines mode."""
-    kind = msg["type"]
-    if kind == "message":
-        if "to" in msg:
-            return f"*{msg['from']}* (private) {msg['text']}"
-        room = msg.get("room")
-        prefix = f"[{room}] " if room and room != "lobby" else ""
-        return f"{prefix}<{msg['from']}> {msg['text']}"
-    if kind == "joined":
-        if "members" in msg:  # the joiner's own confirmation
-            return f"* You are in {msg['room']}: {', '.join(msg['members'])}"
-        return f"* {msg['name']} joined{_in_room(msg)}"
-    if kind == "left":
-        return f"* {msg['name']} left{_in_room(msg)} ({msg['reason']})"
-    if kind == "welcome":
-        more = msg.get("count", 0) - len(msg["users"])  # a large lobby lists only those announced
-        online = ", ".join(msg["users"]) + (f" and {more:,} more" if more > 0 else "")
-        return (
-            f"* Welcome, {msg['name']}! Online: {online}."
-            " Type a message and press Enter; /help lists commands, /quit leaves."
-        )
-    if kind == "users":
-        where = f"In {msg['room']}" if msg.get("room") else "Online"
-        return f"* {where}: {', '.join(msg['users'])}"
-    if kind == "rooms":
-        listing = ", ".join(f"{r['name']} ({len(r['members'])})" for r in msg["rooms"])
-        return f"* Rooms: {listing}"
-    if kind == "history":
-        lines = [f"--- history of {msg['room']}: {len(msg['messages'])} messages ---"]
-        lines += [f"[{_clock(m['ts'])}] <{m['from']}> {m['text']}" for m in msg["messages"]]
-        return "\n".join(lines + ["--- end of history ---"])
-    if kind == "help":
-        return f"* {msg['text']}"
-    if kind == "file_offer":
-        return (f"* {msg['from']} offers the file {msg['name']} ({msg['size']:,} bytes, id {msg['file']});"
-                " a chatlab client can /accept it")
-    if kind == "pong":
-        return "* pong"
-    if kind == "error":
-        return f"! {msg['message']} ({msg['code']})"
-    if kind == "closing":
-        return f"* Server closing the connection: {msg['message']}"
-    return f"* {json.dumps(msg, ensure_ascii=False)}"
-
-
-def encode_for(mode: str | None, msg: dict[str, Any]) -> bytes:
-    """A server message in the given wire mode."""
-    if mode == FRAMES:
-        return encode_message(msg)
-    return (render_line(msg) + "\n").encode("utf-8")
-
-
-# ---------------------------------------------------------------- one wire
-
-
-class Wire:
-    """One connection's framing, chosen by the first byte the client sends."""
-
-    def __init__(self, limits: Limits = Limits()):
-        self.limits = limits
-        self.mode: str | None = None  # FRAMES or LINES once the first byte is in
-        self._decoder: FrameDecoder | LineDecoder | None = None
-
-    @property
-    def pending(self) -> int:
-        """Bytes held of a message that has not arrived completely."""
-        return self._decoder.pending if self._decoder else 0
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Frame payloads or lines completed by ``data`` (may raise FramingError)."""
-        if self._decoder is None:
-            if not data:
-                return []
-            if data[0] == 0x00:
-                self.mode, self._decoder = FRAMES, FrameDecoder(self.limits.max_frame)
-            else:
-                self.mode, self._decoder = LINES, LineDecoder(self.limits.max_line)
-        return self._decoder.feed(data)
-
-    def parse(self, item: bytes, registered: bool) -> dict[str, Any] | None:
-        """One frame payload or line as a client message (may raise ProtocolError)."""
-        if self.mode == FRAMES:
-            return decode_message(item)
-        return parse_line(item, registered)
-
-    def encode(self, msg: dict[str, Any]) -> bytes:
-        return encode_for(self.mode, msg)

@@ -6,8 +6,9 @@ while someone is in them.  A message said in a room, and the notices of
 people joining and leaving it, go to that room's members only.
 
 Broadcasting to a room is the hot path of a chat server, so a room keeps
-its audience ready: the ids of its members, grouped by wire mode, worked
-out again only when someone joins or leaves -- never once per message.
+its audience ready: the ids of its members, grouped by wire dialect (a
+message is encoded once per dialect, not once per member), worked out again
+only when someone joins or leaves -- never once per message.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Room:
     # Members the room has been told about: all of them, unless the room is
     # large (limits.large_room), where a joiner is announced when first speaking.
     announced: dict[str, Any] = field(default_factory=dict)
-    _audience: dict[str | None, tuple[Hashable, ...]] | None = None
+    _audience: dict[type, tuple[Hashable, ...]] | None = None
 
     def add(self, client: Any) -> None:
         self.members[client.key] = client
@@ -40,11 +41,11 @@ class Room:
     def names(self) -> list[str]:
         return [member.name for member in self.members.values()]
 
-    def audience(self) -> dict[str | None, tuple[Hashable, ...]]:
-        """Member ids by wire mode ("frames" or "lines"), cached between joins and leaves."""
+    def audience(self) -> dict[type, tuple[Hashable, ...]]:
+        """Member ids by dialect class (frames, lines, ...), cached between joins and leaves."""
         if self._audience is None:
-            by_mode: dict[str | None, list[Hashable]] = {}
+            by_dialect: dict[type, list[Hashable]] = {}
             for member in self.members.values():
-                by_mode.setdefault(member.wire.mode, []).append(member.id)
-            self._audience = {mode: tuple(ids) for mode, ids in by_mode.items()}
+                by_dialect.setdefault(type(member.dialect), []).append(member.id)
+            self._audience = {dialect: tuple(ids) for dialect, ids in by_dialect.items()}
         return self._audience

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .client import ChatClient, ChatConnectionError, ChatError
-from .protocol import render_line
+from .dialects.lines import render_line
 
 try:  # line editing and history of what you typed; absent on Windows
     import readline

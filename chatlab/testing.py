@@ -8,6 +8,10 @@ step that failed, what was expected and what arrived instead (with a hex
 dump where bytes matter), in the manner of Stanford CS144's test harness.
 
 Every wait has a timeout, and a timeout names the step it happened in.
+
+``CoreDriver`` drives the chat core with no sockets at all: the clock is
+a number the test moves by hand, and what each client would have
+received is kept in an inbox.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ import threading
 import time
 from typing import Any, Callable
 
+from .core import ChatCore
+from .dialects import Dialect
+from .effects import Close, Effect, Send, Work
 from .framing import FrameDecoder, LineDecoder, encode_frame
+from .protocol import encode_message
 
 
 def hexdump(data: bytes, limit: int = 64) -> str:
@@ -292,3 +300,90 @@ def race_for_name(racers: list[RawClient], name: str) -> list[dict[str, Any]]:
     for t in threads:
         t.join(10)
     return [c.wait_frame(lambda m: m["type"] in ("welcome", "error"), "welcome or error")[-1] for c in racers]
+
+
+# ------------------------------------------------------------- sans-IO core
+
+
+class CoreDriver:
+    """A ChatCore driven by hand: connections, bytes in, ticks, and what each client got.
+
+    ``now`` is the core's (monotonic) clock and ``wall`` the wall clock its
+    messages are stamped with; the test moves both by hand.  ``Work`` is run
+    at once, on the test's thread, as the thread-per-client server would.
+
+    >>> room = CoreDriver()
+    >>> room.connect(1)[:9]
+    b'chatlab/1'
+    >>> room.send_msg(1, {"type": "hello", "name": "ada"}); room.frames(1)[0]["type"]
+    'welcome'
+    """
+
+    def __init__(self, core: ChatCore | None = None, now: float = 1000.0, **options: Any):
+        self.now = now
+        self.wall = 1_700_000_000.0  # what the messages' "ts" say
+        self.core = core if core is not None else ChatCore(wallclock=lambda: self.wall, **options)
+        self.inbox: dict[Any, bytearray] = {}
+        self.closed: dict[Any, str] = {}
+        self.work: list[str] = []  # what each Work effect was, in order
+        self._peers = 0  # addresses given out to connections that named none
+
+    def apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                for cid in effect.to:
+                    assert cid not in self.closed, f"data for {cid} after its Close"
+                    self.inbox.setdefault(cid, bytearray()).extend(effect.data)
+            elif isinstance(effect, Close):
+                self.closed[effect.client] = effect.reason
+            else:
+                assert isinstance(effect, Work)
+                self.work.append(effect.what)
+                try:
+                    result: Any = effect.job()
+                except Exception as exc:
+                    result = exc
+                self.apply(self.core.finished(effect, result, self.now))
+
+    def connect(self, cid: Any, peer: str | None = None, dialect: Dialect | None = None) -> bytes:
+        """A new connection (by default from an address of its own); returns what the server said first."""
+        self.inbox[cid] = bytearray()
+        if peer is None:
+            self._peers += 1
+            peer = f"10.{self._peers >> 16 & 255}.{self._peers >> 8 & 255}.{self._peers & 255}:40000"
+        self.apply(self.core.connect(cid, peer, self.now, dialect))
+        return self.take(cid)
+
+    def send(self, cid: Any, data: bytes) -> None:
+        self.apply(self.core.receive(cid, data, self.now))
+
+    def send_msg(self, cid: Any, msg: dict[str, Any]) -> None:
+        self.apply(self.core.receive(cid, encode_message(msg), self.now))
+
+    def disconnect(self, cid: Any, reason: str = "disconnected") -> None:
+        self.apply(self.core.disconnect(cid, reason, self.now))
+
+    def tick(self, seconds: float = 0.0) -> None:
+        self.now += seconds
+        self.wall += seconds
+        self.apply(self.core.tick(self.now))
+
+    def take(self, cid: Any) -> bytes:
+        """Everything client ``cid`` has received since the last look."""
+        data = bytes(self.inbox.get(cid, b""))
+        self.inbox.setdefault(cid, bytearray()).clear()
+        return data
+
+    def frames(self, cid: Any) -> list[dict[str, Any]]:
+        return [json.loads(p) for p in FrameDecoder(1 << 30).feed(self.take(cid))]
+
+    def lines(self, cid: Any) -> list[str]:
+        return self.take(cid).decode().splitlines()
+
+    def register(self, cid: Any, name: str, peer: str | None = None, **hello: Any) -> list[dict[str, Any]]:
+        """Connect, say hello as ``name`` (frames mode); return what came back, the welcome first."""
+        self.connect(cid, peer)
+        self.send_msg(cid, {"type": "hello", "name": name, **hello})
+        got = self.frames(cid)
+        assert got and got[0]["type"] == "welcome", got
+        return got

@@ -6,8 +6,6 @@ import json
 
 import pytest
 
-from chatlab.core import ChatCore, Close, Send
-from chatlab.framing import FrameDecoder
 from chatlab.protocol import (
     BANNER,
     ProtocolError,
@@ -18,6 +16,7 @@ from chatlab.protocol import (
     name_key,
     normalise_name,
 )
+from chatlab.testing import CoreDriver
 
 
 # ----------------------------------------------------------------- names
@@ -91,44 +90,12 @@ def test_extra_fields_are_allowed():
 # ------------------------------------------------------------------ core
 
 
-class Room:
-    """Drive a ChatCore by hand and read back what each client would receive."""
+class Room(CoreDriver):
+    """A ChatCore driven by hand (chatlab.testing), whose clients all start with the banner."""
 
-    def __init__(self):
-        self.core = ChatCore()
-        self.now = 1000.0
-        self.inbox: dict[int, bytearray] = {}
-        self.closed: dict[int, str] = {}
-
-    def apply(self, effects):
-        for effect in effects:
-            if isinstance(effect, Send):
-                for cid in effect.to:
-                    assert cid not in self.closed, f"data for {cid} after Close"
-                    self.inbox[cid] += effect.data
-            else:
-                assert isinstance(effect, Close)
-                self.closed[effect.client] = effect.reason
-
-    def connect(self, cid):
-        self.inbox[cid] = bytearray()
-        self.apply(self.core.connect(cid, f"peer{cid}", self.now))
-        assert self.inbox[cid] == BANNER
-        self.inbox[cid].clear()
-
-    def send(self, cid, data: bytes):
-        self.now += 1
-        self.apply(self.core.receive(cid, data, self.now))
-
-    def frames(self, cid):
-        data = bytes(self.inbox[cid])
-        self.inbox[cid].clear()
-        return [json.loads(p) for p in FrameDecoder().feed(data)]
-
-    def lines(self, cid):
-        data = bytes(self.inbox[cid])
-        self.inbox[cid].clear()
-        return data.decode().splitlines()
+    def connect(self, cid, peer=None, dialect=None):
+        assert super().connect(cid, peer, dialect) == BANNER
+        return b""
 
 
 def hello(name):
@@ -156,12 +123,16 @@ def test_messages_get_server_wide_ids_and_the_given_time():
         room.connect(cid)
         room.send(cid, hello(name))
     room.frames(1), room.frames(2)
+    room.wall = 1234.5
     room.send(1, say("one"))
+    room.wall = 1236.25
     room.send(2, say("two"))
     for cid in (1, 2):
         got = room.frames(cid)
         assert [(m["id"], m["from"], m["text"]) for m in got] == [(1, "ada", "one"), (2, "bob", "two")]
-        assert got[0]["ts"] == 1003.0  # the core's only clock is the one it is given
+        # The core reads no clock of its own: a message says the wall-clock
+        # time it is given, whatever its monotonic "now" is.
+        assert [m["ts"] for m in got] == [1234.5, 1236.25]
 
 
 def test_a_taken_name_can_be_retried_on_the_same_connection():

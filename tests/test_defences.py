@@ -15,62 +15,25 @@ import unicodedata
 import pytest
 
 from chatlab.accounts import Accounts, hash_password
-from chatlab.core import ChatCore, Close, Send
 from chatlab.framing import FrameDecoder, encode_frame
 from chatlab.guard import Doorman, TokenBucket, host_of
 from chatlab.limits import Limits
 from chatlab.protocol import BANNER, check_name, clean_text, encode_message, normalise_name
+from chatlab.effects import Send
+from chatlab.testing import CoreDriver
 
 
-class Driver:
-    """A ChatCore driven by hand: connections, bytes in, ticks, and what each client got."""
+class Driver(CoreDriver):
+    """A ChatCore driven by hand (chatlab.testing); clients come from ``host``, one port each."""
 
     def __init__(self, limits: Limits = Limits(), accounts: Accounts | None = None):
-        self.core = ChatCore(limits, accounts=accounts)
-        self.now = 1000.0
-        self.inbox: dict[int, bytearray] = {}
-        self.closed: dict[int, str] = {}
+        super().__init__(limits=limits, accounts=accounts)
 
-    def apply(self, effects):
-        for effect in effects:
-            if isinstance(effect, Send):
-                for cid in effect.to:
-                    assert cid not in self.closed, f"data for {cid} after its Close"
-                    self.inbox.setdefault(cid, bytearray()).extend(effect.data)
-            else:
-                assert isinstance(effect, Close)
-                self.closed[effect.client] = effect.reason
+    def connect(self, cid, host="10.0.0.1", dialect=None):
+        return super().connect(cid, f"{host}:{40000 + cid}", dialect)
 
-    def connect(self, cid, host="10.0.0.1"):
-        self.inbox[cid] = bytearray()
-        self.apply(self.core.connect(cid, f"{host}:{40000 + cid}", self.now))
-        data = bytes(self.inbox[cid])
-        self.inbox[cid].clear()
-        return data
-
-    def send(self, cid, data: bytes):
-        self.apply(self.core.receive(cid, data, self.now))
-
-    def tick(self, seconds: float = 0.0):
-        self.now += seconds
-        self.apply(self.core.tick(self.now))
-
-    def frames(self, cid):
-        data = bytes(self.inbox[cid])
-        self.inbox[cid].clear()
-        return [json.loads(p) for p in FrameDecoder().feed(data)]
-
-    def lines(self, cid):
-        data = bytes(self.inbox[cid])
-        self.inbox[cid].clear()
-        return data.decode().splitlines()
-
-    def register(self, cid, name, **hello):
-        self.connect(cid)
-        self.send(cid, frame({"type": "hello", "name": name, **hello}))
-        got = self.frames(cid)
-        assert got and got[0]["type"] == "welcome", got
-        return got
+    def register(self, cid, name, host="10.0.0.1", **hello):
+        return super().register(cid, name, f"{host}:{40000 + cid}", **hello)
 
 
 def frame(msg) -> bytes:
@@ -376,7 +339,7 @@ def test_a_wrong_password_answer_for_a_client_that_left_is_dropped():
     room.send(1, frame({"type": "hello", "name": "ada", "password": "wrong"}))
     room.apply(room.core.disconnect(1, "disconnected", room.now))
     room.tick(1.0)  # nothing to deliver, no error
-    assert room.core._checking == set()
+    assert room.core.logins._checking == set()
 
 
 # -------------------------------------------------------------------- bugs
@@ -392,7 +355,7 @@ def test_a_bug_while_handling_one_client_drops_that_client_alone(caplog):
         out.append(Send((1, 2), b"half a broadcast"))
         raise ZeroDivisionError("a bug")
 
-    room.core._on_who = broken
+    room.core.handlers["who"] = broken
     with caplog.at_level(logging.ERROR, logger="chatlab.core"):
         room.send(2, frame({"type": "who"}))
     assert room.closed == {2: "server_error"}

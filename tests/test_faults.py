@@ -367,7 +367,7 @@ def test_an_exception_while_serving_one_client(server, room, transcript):
     def a_bug(client, msg, now, out):  # a fault injected into the core, for this one message type
         raise RuntimeError("injected bug")
 
-    server.core._on_who = a_bug
+    server.core.handlers["who"] = a_bug
     eve.send_frame({"type": "who"})
     expect(eve, "closing", reason="server_error")
     eve.expect_closed()
@@ -449,8 +449,6 @@ def test_plain_text_to_tls(model, tmp_path, transcript):
     from chatlab.servers import MODELS, make_server
     from chatlab.tls import client_context, make_lab_pki, server_context
 
-    if not MODELS[model].supports_tls:
-        pytest.skip(f"the {model} model does not serve TLS")
     pki = make_lab_pki(tmp_path)
     server = make_server(model, "127.0.0.1", 0, tls=server_context(pki["cert"], pki["key"])).start()
     try:

@@ -8,53 +8,26 @@ for every server model.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from chatlab.core import ChatCore, Close, Send
-from chatlab.framing import FrameDecoder
+from chatlab.dialects.lines import render_line
 from chatlab.limits import LARGE_ROOM, Limits
-from chatlab.protocol import BANNER, encode_message, render_line
-from chatlab.testing import frames_client
+from chatlab.testing import CoreDriver, frames_client
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class Server:
-    """A ChatCore driven by hand; ``inbox[cid]`` is what client ``cid`` would have received."""
+class Server(CoreDriver):
+    """A ChatCore driven by hand (chatlab.testing); ``inbox[cid]`` is what client ``cid`` would have received."""
 
     def __init__(self, large_room: int):
-        self.core = ChatCore(Limits(large_room=large_room))
-        self.now = 1000.0
-        self.inbox: dict[int, bytearray] = {}
-
-    def apply(self, effects):
-        for effect in effects:
-            if isinstance(effect, Send):
-                for cid in effect.to:
-                    self.inbox[cid] += effect.data
-            else:
-                assert isinstance(effect, Close)
+        super().__init__(limits=Limits(large_room=large_room))
 
     def join(self, cid: int, name: str) -> dict:
-        self.inbox[cid] = bytearray()
-        self.apply(self.core.connect(cid, f"peer{cid}", self.now))
-        assert self.inbox[cid] == BANNER
-        self.inbox[cid].clear()
-        self.send(cid, {"type": "hello", "name": name})
-        welcome = self.frames(cid)[0]
-        assert welcome["type"] == "welcome", welcome
-        return welcome
+        return self.register(cid, name)[0]
 
     def send(self, cid: int, msg: dict) -> None:
-        self.now += 1
-        self.apply(self.core.receive(cid, encode_message(msg), self.now))
-
-    def frames(self, cid: int) -> list[dict]:
-        data = bytes(self.inbox[cid])
-        self.inbox[cid].clear()
-        return [json.loads(p) for p in FrameDecoder().feed(data)]
+        self.send_msg(cid, msg)
 
     def kinds(self, cid: int) -> list[tuple]:
         return [(m["type"], m.get("name") or m.get("from")) for m in self.frames(cid)]
@@ -89,7 +62,7 @@ def test_a_newcomer_to_a_large_room_is_quiet_until_it_speaks():
     assert server.kinds(1) == [("message", "dee")]  # announced once only
     # Once announced, a member is listed to later newcomers, and its leaving is told.
     assert server.join(5, "eve")["users"] == ["ada", "bob", "cy", "dee"]
-    server.apply(server.core.disconnect(4, "disconnected", server.now))
+    server.disconnect(4)
     assert server.kinds(1) == [("left", "dee")]
 
 
@@ -99,7 +72,7 @@ def test_a_quiet_member_leaves_as_quietly_as_it_came():
     server.join(2, "bob")
     server.join(3, "cy")
     server.frames(1)
-    server.apply(server.core.disconnect(3, "disconnected", server.now))
+    server.disconnect(3)
     assert server.frames(1) == []
     # `who` is asked for, so it still lists everyone registered.
     server.join(4, "dee")

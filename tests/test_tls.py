@@ -19,7 +19,8 @@ from chatlab.tls import TLSLayer, client_context, handshake_over, make_lab_pki, 
 
 pytestmark = pytest.mark.timeout(60)
 
-TLS_MODELS = sorted(name for name, cls in MODELS.items() if cls.supports_tls)
+# TLS is a transport of the shared shell (chatlab/transport.py): every model serves it.
+TLS_MODELS = sorted(MODELS)
 
 
 @pytest.fixture(scope="module")
@@ -181,18 +182,6 @@ def test_a_full_tls_server_refuses_in_clear_at_the_door(model, pki):
             assert ada.rtt() >= 0  # the one inside is still served, over TLS
     finally:
         server.stop()
-
-
-def test_a_model_without_tls_says_so(pki):
-    """Every model serves TLS today; a new one that does not must refuse --tls, not serve plain text."""
-    from chatlab.servers import ThreadedServer
-
-    class PlainOnly(ThreadedServer):
-        model = "plain-only"
-        supports_tls = False
-
-    with pytest.raises(ValueError, match="cannot serve TLS"):
-        PlainOnly("127.0.0.1", 0, tls=server_context(pki["cert"], pki["key"]))
 
 
 def test_certs_serve_and_chat_commands(tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..limits import Limits
 from .aio import AsyncioServer
-from .base import DEFAULT_HOST, DEFAULT_PORT, BaseServer, ServerError, format_address, open_listener
+from .base import DEFAULT_HOST, DEFAULT_PORT, BaseServer, Listener, ServerError, format_address, open_listener
 from .selector import SelectorServer
 from .threads import ThreadedServer
 
@@ -32,6 +32,7 @@ def make_server(
 
 
 __all__ = [
-    "MODELS", "AsyncioServer", "BaseServer", "SelectorServer", "ServerError", "ThreadedServer", "make_server",
+    "MODELS", "AsyncioServer", "BaseServer", "Listener", "SelectorServer", "ServerError", "ThreadedServer",
+    "make_server",
     "format_address", "open_listener", "DEFAULT_HOST", "DEFAULT_PORT",
 ]

@@ -1,9 +1,15 @@
-"""What every chatlab server shares: the listening socket and the start/stop life cycle.
+"""What every chatlab server shares: its listening sockets and the start/stop life cycle.
 
 The three server models (threads, selectors, asyncio) differ only in how
 they wait for many sockets at once.  Everything else -- binding, the
-address they report, being a context manager that always releases its
-port -- lives here, so that a notebook can swap one model for another.
+addresses they report, being a context manager that always releases its
+ports -- lives here, and the policy around the chat core in ``shell.py``,
+so that a notebook can swap one model for another.
+
+A server listens on one or more ports (``Listener``): the main port, with
+its banner and its choice of frames or lines by the first byte, and any
+others a dialect needs (a web port for browsers, an IRC port).  Each port
+names the dialect its connections start in, and may have TLS of its own.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from ..accounts import Accounts
 from ..core import ChatCore
+from ..dialects import Dialect, MainPort
 from ..history import History
 from ..limits import Limits
 from ..tls import HANDSHAKE_TIMEOUT
@@ -86,10 +95,25 @@ def open_listener(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.
     return sock
 
 
+@dataclass(frozen=True)
+class Listener:
+    """One port a server listens on, and the dialect each of its connections starts in.
+
+    ``dialect`` makes a new connection's dialect from the server's limits
+    (a dialect class will do).  ``tls``: that port speaks TLS.
+    """
+
+    name: str  # "chat" for the main port; "web", "irc", ...: how the address is looked up
+    host: str
+    port: int
+    dialect: Callable[[Limits], Dialect] = MainPort
+    tls: ssl.SSLContext | None = None
+
+
 class BaseServer:
     """A chat server's life cycle: ``start()``, ``address``, ``stop()``.
 
-    Use it as a context manager so that the port is released whatever
+    Use it as a context manager so that the ports are released whatever
     happens inside the ``with`` block::
 
         with ThreadedServer(port=0) as server:
@@ -97,46 +121,63 @@ class BaseServer:
     """
 
     model = "base"
-    supports_tls = False
 
     def __init__(
         self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None, db: str | None = None,
-        accounts: Accounts | None = None, tls: ssl.SSLContext | None = None,
+        accounts: Accounts | None = None, tls: ssl.SSLContext | None = None, listeners: tuple[Listener, ...] = (),
     ):
-        if tls is not None and not self.supports_tls:
-            raise ValueError(f"the {self.model} model cannot serve TLS yet; use --model "
-                             f"{' or '.join(m for m, c in _tls_models().items())}")
         self.tls = tls  # an ssl.SSLContext (see chatlab/tls.py), or None for plain TCP
         self.tls_handshake_timeout = HANDSHAKE_TIMEOUT
         self.host, self.port = host, port
         self.limits = limits or Limits()
+        # The main port first, then any others (``chatlab serve --web-port``, ``--irc-port``).
+        self.listeners: tuple[Listener, ...] = (Listener("chat", host, port, MainPort, tls), *listeners)
         # Message history: in memory, or in the SQLite file ``db`` (kept across restarts).
         # Accounts: the names that need a password (``chatlab serve --users FILE``).
         self.core = ChatCore(self.limits, history=History(db or ":memory:"), accounts=accounts)
-        self.listener: socket.socket | None = None
+        self.sockets: list[tuple[socket.socket, Listener]] = []  # each listening socket and its port
         self._stopped = threading.Event()
 
     @property
+    def listener(self) -> socket.socket | None:
+        """The main port's listening socket (None until started)."""
+        return self.sockets[0][0] if self.sockets else None
+
+    @property
     def address(self) -> tuple[str, int]:
-        """The (host, port) really listened on: with port 0, the port the kernel chose."""
-        if self.listener is None:
+        """The (host, port) of the main port: with port 0, the port the kernel chose."""
+        return self.addresses["chat"]
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """Every port's (host, port), by listener name."""
+        if not self.sockets:
             raise RuntimeError("the server is not started")
-        host, port = self.listener.getsockname()[:2]
-        return host, port
+        return {listener.name: sock.getsockname()[:2] for sock, listener in self.sockets}
 
     def start(self) -> "BaseServer":
-        self.listener = open_listener(self.host, self.port)
+        try:
+            for listener in self.listeners:
+                self.sockets.append((open_listener(listener.host, listener.port), listener))
+        except BaseException:
+            for sock, _ in self.sockets:
+                sock.close()
+            self.sockets.clear()
+            raise
         self._start()
-        log.info("%s server listening on %s", self.model, format_address(self.address))
+        for sock, listener in self.sockets:
+            log.info("%s server listening on %s%s", self.model, format_address(sock.getsockname()),
+                     "" if listener.name == "chat" else f" ({listener.name})")
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
         """Tell every client, close every socket, join every thread: within ``timeout``."""
-        if self.listener is None or self._stopped.is_set():
+        if not self.sockets or self._stopped.is_set():
             return
         started = time.monotonic()
         self._stop(timeout)
-        self.listener.close()
+        for sock, _ in self.sockets:
+            sock.close()
         self.core.history.close()
         self._stopped.set()
         log.info("%s server stopped in %.2f s", self.model, time.monotonic() - started)
@@ -159,9 +200,3 @@ class BaseServer:
 
     def _stop(self, timeout: float) -> None:
         raise NotImplementedError
-
-
-def _tls_models() -> dict[str, type[BaseServer]]:
-    from . import MODELS
-
-    return {name: cls for name, cls in MODELS.items() if cls.supports_tls}

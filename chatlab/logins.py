@@ -1,0 +1,116 @@
+"""Logins: a password for a name that has an account, checked without stopping the chat.
+
+Checking a password is slow on purpose: the accounts file holds scrypt
+hashes (accounts.py), which cost ~40 ms of CPU each so that a stolen file
+is slow to crack.  A server that checked one on its event loop would stop
+every other conversation for those 40 ms -- a crowd of guessers would stop
+the room.  So the check is *work*: the core asks the server's shell to run
+it elsewhere (a worker thread), and gets the verdict back as an event
+(``effects.Work``).  Meanwhile that client's further messages wait, in
+order, and everyone else chats on.
+
+Guessing is slowed down too: a wrong password is answered only after a
+delay (``auth_delay``), and while one check or wrong answer is pending for
+an address, another password from there is not checked at all -- it is
+answered as wrong.  So one address gets at most one guess per delay, and a
+crowd of connections cannot make the server do nothing but hash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Callable
+
+from .accounts import Accounts
+from .effects import ClientId
+from .limits import Limits
+from .protocol import AUTH_FAILED, AUTH_REQUIRED
+from .session import Client, Out, Services
+
+log = logging.getLogger("chatlab.core")
+
+#: The verdict of ``Logins.check``: a name may be taken (True), the client was
+#: answered already (False), or a slow check is to be run (the callable).
+Verdict = bool | Callable[[], bool]
+
+
+class Logins:
+    """Passwords for the names that have accounts (None: nobody needs one)."""
+
+    def __init__(self, accounts: Accounts | None, limits: Limits, chat: Services):
+        self.accounts, self.limits, self.chat = accounts, limits, chat
+        self._answers_due: deque[tuple[float, ClientId, str]] = deque()  # (when, client id, host): wrong passwords
+        self._checking: set[str] = set()  # addresses with a check or a wrong answer pending
+        self._failures: dict[ClientId, int] = {}  # wrong passwords on each connection
+
+    def check(self, client: Client, name: str, key: str, password: str | None, now: float, out: Out) -> Verdict:
+        """Whether ``name`` may be taken now; or the slow check to run for it."""
+        accounts = self.accounts
+        if accounts is None or not accounts.needs_password(key):
+            return True
+        if password is None:
+            # "name" tells a lines client which name the next line is the password for.
+            self.chat.send(client, {"type": "error", "code": AUTH_REQUIRED, "name": name,
+                                    "message": f'{name} needs a password: send it in the "password" field of hello'},
+                           out)
+            return False
+        host = client.watch.host
+        if host in self._checking:
+            # Another password from this address is being checked, or was
+            # wrong and not yet answered: this one is not even looked at.
+            self._wrong(client, name, host, now, out)
+            return False
+        self._checking.add(host)
+        return lambda: accounts.verify(key, password)
+
+    def checked(self, client: Client, name: str, right: object, now: float, out: Out) -> bool:
+        """The verdict of a check run by ``check``: True if the name may be taken."""
+        host = client.watch.host
+        if right is True:
+            self._checking.discard(host)
+            log.info("%s gave the right password for %s", client.peer, name)
+            return True
+        if isinstance(right, BaseException):
+            log.error("checking the password of %s failed: %r; answered as wrong", name, right)
+        self._wrong(client, name, host, now, out)
+        return False
+
+    def _wrong(self, client: Client, name: str, host: str, now: float, out: Out) -> None:
+        failures = self._failures[client.id] = self._failures.get(client.id, 0) + 1
+        log.warning("%s: wrong password for %s (try %d)", client.peer, name, failures)
+        if self.limits.auth_delay:
+            self._checking.add(host)  # no other check from there until this is answered
+            self._answers_due.append((now + self.limits.auth_delay, client.id, host))
+        else:
+            self._checking.discard(host)
+            self._answer_wrong(client, now, out)
+
+    def keep_time(self, now: float, out: Out) -> None:
+        """Every tick: the wrong-password answers whose delay is up."""
+        while self._answers_due and self._answers_due[0][0] <= now:
+            _, cid, host = self._answers_due.popleft()
+            self._checking.discard(host)
+            client = self.chat.clients.get(cid)
+            if client is not None:
+                self._answer_wrong(client, now, out)
+
+    def _answer_wrong(self, client: Client, now: float, out: Out) -> None:
+        # One answer for an unknown name and for a wrong password: which of
+        # the two it was would tell a guesser which names are worth attacking.
+        self.chat.error(client, AUTH_FAILED, "wrong name or password", out)
+        failures = self._failures.get(client.id, 0)
+        if self.limits.auth_tries and failures >= self.limits.auth_tries:
+            self.chat.close(client, "auth_failed", f"{failures} wrong passwords; goodbye", now, out)
+
+    def cancel(self, client: Client) -> None:
+        """A check ran for a client that has left meanwhile: nothing to answer."""
+        self._checking.discard(client.watch.host)
+
+    def forget(self, client: Client) -> None:
+        self._failures.pop(client.id, None)
+
+    def reset(self) -> None:
+        self._answers_due.clear()
+        self._checking.clear()
+        self._failures.clear()
