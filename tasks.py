@@ -2,7 +2,8 @@
 """Set up chatlab and run it, with nothing but Python 3 installed.
 
     python3 tasks.py lab     # set up, then open JupyterLab on notebooks/
-    python3 tasks.py test    # set up, then run every test (extra arguments go to pytest)
+    python3 tasks.py test    # set up, check, then run every test (extra arguments go to pytest)
+    python3 tasks.py check   # set up, then lint (ruff) and type-check (mypy) the code
 
 "Set up" means: make a virtual environment in .venv (once), and install
 chatlab into it with what the notebooks and tests need (again only when
@@ -91,8 +92,14 @@ def setup() -> None:
     STAMP.write_text(wanted)
 
 
+def check() -> None:
+    """The code's own checks, before any test runs: lint with ruff, types with mypy (pyproject.toml)."""
+    run(PYTHON, "-m", "ruff", "check", "chatlab", "tests", "tasks.py")
+    run(PYTHON, "-m", "mypy")
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("lab", "test", "setup"):
+    if not argv or argv[0] not in ("lab", "test", "check", "setup"):
         print(__doc__)
         return 2
     setup()
@@ -104,7 +111,10 @@ def main(argv: list[str]) -> int:
             # classroom VM often has nobody else.
             as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
             run(BIN / "jupyter", "lab", "notebooks", *as_root, *rest)
+        elif task == "check":
+            check()
         elif task == "test":
+            check()
             run(PYTHON, "-m", "pytest", *rest)
     except subprocess.CalledProcessError as exc:
         return exc.returncode

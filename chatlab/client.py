@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
-import json
 import queue
 import socket
 import ssl
@@ -31,13 +30,11 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+from .dialects.client import ClientWire, refusal_of
+from .errors import WireError
 from .files import CHUNK
-from .framing import FrameDecoder, FramingError
-from .protocol import encode_message
 from .servers.base import DEFAULT_HOST, DEFAULT_PORT, format_address
 from .tls import TLSLayer, client_context, handshake_over
-
-BANNER_LIMIT = 4096
 
 
 class ChatConnectionError(ConnectionError):
@@ -114,6 +111,7 @@ class ChatClient:
                 self.sock.close()
                 raise ChatConnectionError(f"TLS handshake failed: {exc}. Is the server running with --tls?") from None
             self.sock.settimeout(timeout)  # for the banner, as without TLS
+        self.wire = ClientWire("frames")  # the banner, then frames: parsed in one place for every client
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._outgoing: queue.Queue[bytes | None] = queue.Queue()
         self._ping_ids = itertools.count(1)
@@ -123,14 +121,14 @@ class ChatClient:
         self._downloads: dict[str, bytearray] = {}  # file id -> data so far
         self.offers: dict[str, dict[str, Any]] = {}  # file id -> the file_offer we received
         try:
-            leftover = self._read_banner()
+            early = self._read_banner()
         except BaseException:
             self.sock.close()
             raise
         # The handshake used a timeout; from now on the receive thread just
         # waits, for as long as the conversation lasts.
         self.sock.settimeout(None)
-        self._receiver = threading.Thread(target=self._receive_loop, args=(leftover,), daemon=True,
+        self._receiver = threading.Thread(target=self._receive_loop, args=(early,), daemon=True,
                                           name="chatlab-client-receive")
         self._sender = threading.Thread(target=self._send_loop, daemon=True, name="chatlab-client-send")
         self._receiver.start()
@@ -144,40 +142,40 @@ class ChatClient:
 
     # ------------------------------------------------------------ the wire
 
-    def _read_banner(self) -> bytes:
-        """Read the server's one-line greeting; return any bytes that came after it."""
+    def _read_banner(self) -> list[dict[str, Any]]:
+        """Read the server's one-line greeting; return the messages that came with it."""
         # With TLS 1.2 the server finishes the handshake last and may send the
         # banner in the same segment: it can be decrypted already, unread.
         data = self.tls.receive(None) if self.tls is not None else b""
-        while b"\n" not in data:
+        while True:
             try:
-                chunk = self._recv()
+                events = [event for event, _ in self.wire.feed(data)]
+            except WireError as exc:
+                raise ChatConnectionError(f"{exc}") from None
+            if events:
+                break
+            try:
+                data = self._recv()
             except TimeoutError:
                 raise ChatConnectionError("connected, but the server sent no banner: is it a chatlab server?") from None
-            if not chunk:
+            if not data:
                 raise ChatConnectionError("the server closed the connection before greeting us")
-            data += chunk
-            if len(data) > BANNER_LIMIT:
-                raise ChatConnectionError("the server's banner is too long: is it a chatlab server?")
-        banner, _, rest = data.partition(b"\n")
-        self.banner = banner.decode("utf-8", "replace")
-        if self.banner.split(" ")[1:2] == ["closing"]:
+        greeting, rest = events[0], events[1:]
+        if greeting["type"] == "refused":
             # "chatlab/1 closing server_full: ..." in place of the banner: refused.
-            raise ChatConnectionError(f"the server refused the connection: {self.banner.split(' ', 2)[2]}")
+            raise ChatConnectionError(f"the server refused the connection: {refusal_of(greeting)}")
+        self.banner = greeting["text"]
         return rest
 
-    def _receive_loop(self, leftover: bytes) -> None:
-        decoder = FrameDecoder()
+    def _receive_loop(self, early: list[dict[str, Any]]) -> None:
         reason = "the server closed the connection"
-        data = leftover
         try:
-            while True:
-                for payload in decoder.feed(data):
-                    self._deliver(json.loads(payload))
-                data = self._recv()
-                if not data:
-                    break
-        except (OSError, FramingError, ValueError, ssl.SSLError) as exc:
+            for event in early:
+                self._deliver(event)
+            while data := self._recv():
+                for event, _ in self.wire.feed(data):
+                    self._deliver(event)
+        except (OSError, WireError, ssl.SSLError) as exc:
             reason = f"connection lost: {exc}"
         if self._closed:
             reason = "closed by us"
@@ -201,9 +199,10 @@ class ChatClient:
         if kind == "file_offer":
             self.offers[event["file"]] = event
         if kind == "file_chunk" and event["file"] in self._downloads:
-            event = self._file_chunk(event)
-            if event is None:
+            complete = self._file_chunk(event)
+            if complete is None:
                 return
+            event = complete
         if event.get("type") == "welcome":
             self.name = event["name"]
         if event.get("type") in ("welcome", "users"):
@@ -238,7 +237,7 @@ class ChatClient:
 
     def send(self, msg: dict[str, Any]) -> None:
         """Queue one message for the send thread (returns at once)."""
-        self._outgoing.put(encode_message(msg))
+        self._outgoing.put(self.wire.encode(msg))
 
     # ---------------------------------------------------------- the protocol
 

@@ -149,7 +149,8 @@ class ChatCore:
             if sum(len(u) if isinstance(u, bytes) else 1 for u in client.backlog) > BACKLOG_LIMIT:
                 self.close(client, "flooding", "too much sent while your login was being checked", now, out)
             return out
-        return self._run(client, [*units, failure] if failure is not None else units, now)
+        batch: list[Unit | WireError] = [*units, failure] if failure is not None else list(units)
+        return self._run(client, batch, now)
 
     def _run(self, client: Client, units: list[Unit | WireError], now: float) -> list[Effect]:
         """Handle a client's units in order; a WireError among them (last) ends the connection."""
@@ -296,6 +297,7 @@ class ChatCore:
     def _on_dm(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         self.require_registered(client)
         target = self.user(msg["to"])
+        assert target.name is not None  # a member has a name
         message = self._message(client, self._check_text(msg["text"]), to=target.name)
         log.info("private message %d from %s to %s", message["id"], client.name, target.name)
         # Only the two parties see it; the sender's copy confirms it, as in a room.

@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .effects import ClientId
 from .errors import ProtocolError
 from .limits import Limits
 from .protocol import TOO_LARGE, clean_text
@@ -62,7 +63,7 @@ class Transfer:
     room: Room | None  # for a file to a room
     created: float
     data: bytearray = field(default_factory=bytearray)
-    offered_to: set = field(default_factory=set)  # client ids that were offered it
+    offered_to: set[ClientId] = field(default_factory=set)  # client ids that were offered it
 
     @property
     def complete(self) -> bool:

@@ -13,6 +13,7 @@ can be switched off, ``0`` means "no limit" (benchmarks use that).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -127,4 +128,5 @@ class Limits:
         switches = ("max_name", "max_text", "outbox_bytes", "register_timeout", "idle_timeout",
                     "ping_interval", "max_clients", "max_per_address", "accept_rate", "rate_limit",
                     "flood_limit", "auth_delay", "auth_tries")
-        return cls(**{**{name: 0 for name in switches}, **keep})
+        fields_: dict[str, Any] = {**{name: 0 for name in switches}, **keep}
+        return cls(**fields_)

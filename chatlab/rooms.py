@@ -14,7 +14,10 @@ only when someone joins or leaves -- never once per message.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import TYPE_CHECKING, Any, Hashable
+
+if TYPE_CHECKING:
+    from .dialects import Dialect
 
 DEFAULT_ROOM = "lobby"
 
@@ -27,7 +30,7 @@ class Room:
     # Members the room has been told about: all of them, unless the room is
     # large (limits.large_room), where a joiner is announced when first speaking.
     announced: dict[str, Any] = field(default_factory=dict)
-    _audience: dict[type, tuple[Hashable, ...]] | None = None
+    _audience: dict[type[Dialect], tuple[Hashable, ...]] | None = None
 
     def add(self, client: Any) -> None:
         self.members[client.key] = client
@@ -41,10 +44,10 @@ class Room:
     def names(self) -> list[str]:
         return [member.name for member in self.members.values()]
 
-    def audience(self) -> dict[type, tuple[Hashable, ...]]:
+    def audience(self) -> dict[type[Dialect], tuple[Hashable, ...]]:
         """Member ids by dialect class (frames, lines, ...), cached between joins and leaves."""
         if self._audience is None:
-            by_dialect: dict[type, list[Hashable]] = {}
+            by_dialect: dict[type[Dialect], list[Hashable]] = {}
             for member in self.members.values():
                 by_dialect.setdefault(type(member.dialect), []).append(member.id)
             self._audience = {dialect: tuple(ids) for dialect, ids in by_dialect.items()}

@@ -24,8 +24,11 @@ from typing import Any, Callable
 
 from .core import ChatCore
 from .dialects import Dialect
+from .dialects.client import FRAMES, LINES, ClientWire
 from .effects import Close, Effect, Send, Work
-from .framing import FrameDecoder, LineDecoder, encode_frame
+from .errors import WireError
+from .framing import FrameDecoder, encode_frame
+from .limits import MAX_FRAME
 from .protocol import encode_message
 
 
@@ -137,10 +140,10 @@ class RawClient:
                 raise self.log.fail("a connection", f"{type(exc).__name__}: {exc}",
                                     "is the server listening on that address?") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.frames = FrameDecoder()
-        self.lines = LineDecoder(1 << 20)
-        self.pending: list[Any] = []  # decoded, not yet handed out
-        self._raw = b""  # received, not yet decoded
+        # The server's side of the conversation, decoded by the one client
+        # wire every chatlab client uses; the mode is chosen by the first
+        # recv_line() or recv_frame(), lines are handed back as they are.
+        self.wire = ClientWire(None, banner=False, interpret=False, max_frame=MAX_FRAME, max_line=1 << 20)
         self.eof = False
 
     # -------------------------------------------------------------- sending
@@ -187,33 +190,31 @@ class RawClient:
                 self.log.add(f"{self.label}: end of stream (server closed)")
             return data
 
-    def _read_until(self, decoder: FrameDecoder | LineDecoder, what: str, timeout: float | None) -> bytes:
+    def _next(self, mode: str | None, what: str, timeout: float | None) -> dict[str, Any]:
+        """The next event of the wire (in ``mode``), reading as much as it takes."""
         deadline = time.monotonic() + (timeout or self.timeout)
-        if self._raw:  # bytes that followed the banner
-            self.pending.extend(decoder.feed(self._raw))
-            self._raw = b""
-        while not self.pending:
-            self.pending.extend(decoder.feed(self._recv_some(deadline, what)))
-        return self.pending.pop(0)
+        if mode is not None and self.wire.mode != mode:
+            self.wire.choose(mode)
+        while True:
+            try:
+                event = self.wire.next_event()
+            except WireError as exc:
+                raise self.log.fail(what, str(exc)) from None
+            if event is not None:
+                return event[0]
+            self.wire.receive_data(self._recv_some(deadline, what))
 
     def recv_banner(self) -> str:
         """The server's first line.  Bytes after it are kept for the next reader."""
-        deadline = time.monotonic() + self.timeout
-        data = b""
-        while b"\n" not in data:
-            data += self._recv_some(deadline, "the banner line")
-        banner, _, self._raw = data.partition(b"\n")
-        return banner.decode("utf-8", "replace")
+        self.wire.expect_banner = True
+        self._next(None, "the banner line", None)
+        return self.wire.banner or ""
 
     def recv_line(self, timeout: float | None = None) -> str:
-        return self._read_until(self.lines, "a line", timeout).decode("utf-8", "replace")
+        return str(self._next(LINES, "a line", timeout)["text"])
 
     def recv_frame(self, timeout: float | None = None) -> dict[str, Any]:
-        payload = self._read_until(self.frames, "a frame", timeout)
-        try:
-            return json.loads(payload)
-        except ValueError:
-            raise self.log.fail("a JSON frame", f"{len(payload)} bytes:\n{hexdump(payload)}") from None
+        return self._next(FRAMES, "a JSON frame", timeout)
 
     def expect(self, kind: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
         """The next frame must be of type ``kind`` with these field values."""
@@ -246,8 +247,7 @@ class RawClient:
     def expect_closed(self, timeout: float | None = None) -> bytes:
         """Read until the server closes; return what arrived meanwhile."""
         deadline = time.monotonic() + (timeout or self.timeout)
-        received = self._raw
-        self._raw = b""
+        received = self.wire.take_raw()
         while not self.eof:
             try:
                 received += self._recv_some(deadline, "the end of the stream")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 import threading
 from pathlib import Path
@@ -215,7 +216,7 @@ class NotTLS(ConnectionError):
     """The peer sent something that is not a TLS handshake (plain text to a TLS port)."""
 
 
-def handshake_over(sock, layer: TLSLayer, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+def handshake_over(sock: socket.socket, layer: TLSLayer, timeout: float = HANDSHAKE_TIMEOUT) -> None:
     """Run a TLS handshake on a blocking socket, within ``timeout`` seconds in all.
 
     Raises TimeoutError for a stalled handshake, NotTLS for plain text,

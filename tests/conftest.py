@@ -24,13 +24,15 @@ def start_server(model: str) -> Iterator[Callable[..., BaseServer]]:
     """Start servers of the current model with chosen limits; all are stopped at the end.
 
     ``start(rate_limit=0)`` changes one limit; ``start(Limits.off())`` runs
-    with every defence off; ``accounts=...`` (and other server options) pass through.
+    with every defence off; ``accounts=...``, ``tls=...`` and ``listeners=...``
+    (more ports, each with its dialect) pass through.
     """
     started: list[BaseServer] = []
 
-    def start(limits: Limits | None = None, *, accounts: Any = None, tls: Any = None, **fields: Any) -> BaseServer:
+    def start(limits: Limits | None = None, *, accounts: Any = None, tls: Any = None, listeners: Any = (),
+              **fields: Any) -> BaseServer:
         limits = dataclasses.replace(limits or Limits(), **fields)
-        server = make_server(model, "127.0.0.1", 0, limits, accounts=accounts, tls=tls)
+        server = make_server(model, "127.0.0.1", 0, limits, accounts=accounts, tls=tls, listeners=listeners)
         server.start()
         started.append(server)
         return server

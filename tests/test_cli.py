@@ -13,7 +13,7 @@ import time
 import pytest
 
 from chatlab.servers import ThreadedServer
-from chatlab.testing import RawClient, frames_client
+from chatlab.testing import frames_client
 
 pytestmark = pytest.mark.timeout(60)
 

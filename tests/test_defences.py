@@ -8,14 +8,13 @@ are then checked against live servers in test_faults.py.
 
 from __future__ import annotations
 
-import json
 import logging
 import unicodedata
 
 import pytest
 
 from chatlab.accounts import Accounts, hash_password
-from chatlab.framing import FrameDecoder, encode_frame
+from chatlab.framing import encode_frame
 from chatlab.guard import Doorman, TokenBucket, host_of
 from chatlab.limits import Limits
 from chatlab.protocol import BANNER, check_name, clean_text, encode_message, normalise_name
@@ -155,12 +154,17 @@ def test_a_flood_is_cut_off_after_flood_limit_refusals():
 
 
 def test_a_quiet_spell_forgives_an_earlier_burst():
-    room = Driver(Limits(rate_limit=5, rate_burst=20, flood_limit=10))
-    room.register(1, "ada")
+    limits = Limits(rate_limit=5, rate_burst=20, flood_limit=10)
+    room = Driver(limits)
+    room.register(1, "ada")  # the hello took one token
+    refused = []
     for _ in range(3):  # three bursts, each over the limit, each followed by a pause
         room.send(1, b"".join(say("x") for _ in range(25)))
-        room.now += 10.0
-    assert 1 not in room.closed  # 15 refusals in all, but never 10 in one flood
+        refused.append(codes(room.frames(1)).count("rate_limited"))
+        room.now += 10.0  # long enough to refill the bucket
+    burst = limits.rate_burst
+    assert refused == [25 - (burst - 1), 25 - burst, 25 - burst]  # 16 refusals in all...
+    assert 1 not in room.closed  # ... but never flood_limit in one flood
 
 
 def test_bad_frames_count_and_answers_to_the_server_do_not():

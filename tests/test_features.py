@@ -237,7 +237,7 @@ def test_history_survives_a_restart_with_db(model, tmp_path, transcript):
 
 
 def test_private_messages_are_not_in_history(clients):
-    ada, bob = clients("ada"), clients("bob")
+    ada, _bob = clients("ada"), clients("bob")  # bob must be there to be written to
     ada.sync()
     ada.send_frame({"type": "dm", "to": "bob", "text": "secret"})
     ada.expect("message")
@@ -317,14 +317,14 @@ def test_a_file_that_does_not_match_its_checksum_is_refused(clients):
     ({"name": "x", "size": 1, "sha256": "0" * 64, "to": "nobody"}, "unknown_user"),
 ])
 def test_bad_file_offers(clients, offer, code):
-    ada, bob = clients("ada"), clients("bob")
+    ada, _bob = clients("ada"), clients("bob")  # someone to offer files to
     ada.sync()
     ada.send_frame({"type": "file_offer", **offer})
     ada.expect("error", code=code)
 
 
 def test_only_the_recipients_may_fetch_a_file(clients):
-    ada, bob, eve = clients("ada"), clients("bob"), clients("eve")
+    ada, _bob, eve = clients("ada"), clients("bob"), clients("eve")  # bob is offered it, eve is not
     ada.sync()
     ada.send_frame({"type": "file_offer", "name": "x", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(),
                     "to": "bob"})

@@ -45,7 +45,8 @@ def test_live_server_releases_its_port_even_when_the_body_raises(model):
         with lab.live_server(model) as srv:
             address = srv.address
             with lab.Bot(address, "ada").join() as ada:
-                assert ada.ping() > 0
+                ada.say("hi")
+                assert ada.wait_for("message")["text"] == "hi"  # really served, before the cell fails
                 raise RuntimeError("the cell failed")
     assert refused(address)
     # The port is free: a new server can listen on exactly that port.
@@ -66,7 +67,8 @@ def test_live_server_takes_a_class_or_a_factory():
             lab.live_server(lambda host, port: ThreadedServer(host=host, port=port)) as by_factory:
         for srv in (by_class, by_factory):
             with lab.Bot(srv.address, "ada").join() as ada:
-                assert ada.ping() > 0
+                ada.say(f"hi from {srv.name}")
+                assert ada.wait_for("message")["text"] == f"hi from {srv.name}"
     with pytest.raises(ValueError, match="unknown server model"):
         lab.start_server("carrier-pigeon")
 
@@ -105,7 +107,8 @@ def test_a_forgotten_server_handle_stops_its_server():
 def test_server_in_a_child_process_is_measured_and_stopped():
     with lab.ServerProcess("threads") as child:
         with lab.Bot(child.address, "ada").join() as ada:
-            assert ada.ping() > 0
+            ada.say("hi")
+            assert ada.wait_for("message")["text"] == "hi"
         if sys.platform.startswith("linux"):
             assert child.memory() > 1 << 20  # a Python process holds megabytes
             assert child.threads() >= 2  # main thread and the accept thread

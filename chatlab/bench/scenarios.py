@@ -257,6 +257,7 @@ def _median(records: list[dict[str, Any]]) -> dict[str, Any]:
         median = {**done[0], **_stalled(withouts[len(withouts) // 2], withs[len(withs) // 2])}
         median["runs"] = {"without": [r.get("rate") for r in withouts], "with": [r.get("rate") for r in withs]}
         return median
+    fields: tuple[str, ...]
     if scenario == "latency":
         ordered = sorted(done, key=lambda r: (r.get("p99_ms") is None, r.get("p99_ms") or 0))
         fields = ("completed", "p50_ms", "p99_ms", "max_ms", "lost", "load")
@@ -344,8 +345,10 @@ def run_benchmark(
     started = time.monotonic()
     records = run_all(runs, config, progress)
     about["load_average_after"] = machine()["load_average"]
-    loads = [r.get("load") for r in records] + [run.get("load") for r in records
-                                                 for run in (r.get("runs") if isinstance(r.get("runs"), list) else [])]
+    loads = [r.get("load") for r in records]
+    for r in records:
+        runs_of = r.get("runs")
+        loads += [run.get("load") for run in runs_of] if isinstance(runs_of, list) else []
     about["load_average_max"] = max((x for x in loads if x is not None), default=None)
     result = {
         "size": size,

@@ -71,7 +71,7 @@ def run(folder: Path, exercise: int, index: int, emit) -> dict[str, Any]:
     # A crash in one of the student's threads (a server thread, a client's
     # receive thread) is recorded, and the check's next wait re-raises it.
     threading.excepthook = lambda args: log.thread_failed(
-        args.thread.name if args.thread else "?", args.exc_value)
+        args.thread.name if args.thread else "?", args.exc_value or RuntimeError("a thread failed"))
     sys.path.insert(0, str(folder))
     ctx = Context(folder, log, check.hint)
     error: BaseException | None = None

@@ -93,6 +93,7 @@ def run_check(folder: Path, check: Check, timeout: float | None = None) -> Resul
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
+        assert proc.stdout is not None
         for line in proc.stdout:
             lines.put(line)
         lines.put(None)

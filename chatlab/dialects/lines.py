@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 from ..framing import LineDecoder
 from ..limits import Limits
-from ..protocol import AUTH_REQUIRED, BAD_FRAME, UNKNOWN_TYPE, ProtocolError
+from ..errors import ProtocolError
+from ..protocol import AUTH_REQUIRED, BAD_FRAME, UNKNOWN_TYPE
 from .base import Dialect, Message, Unit
 
 class LinesDialect(Dialect):

@@ -31,11 +31,12 @@ order they build on each other:
   cuts the byte stream into different pieces and can keep a copy of every
   byte; ``EchoServer``, the smallest server of all; ``send_all`` and
   ``recv_exactly``;
+* ``folders -- where the course's ``exercises/`` and ``solutions/`` are;
 * ``choosing`` -- ``pick``, to choose between the student's exercise and the
   reference;
-* ``bots`` -- clients: ``Bot`` (frames or lines mode), ``run_plan`` (bots
-  that join, chat and leave on a schedule), ``Crowd`` (hundreds of clients
-  on one thread).
+* ``bots`` -- ``Bot``, a client that plays a person (frames or lines mode);
+* ``plans`` -- ``run_plan``: bots that join, chat and leave on a schedule;
+* ``crowd`` -- ``Crowd``: hundreds of listening clients on one thread.
 
 Every name is also here, in ``chatlab.lab``: notebooks write ``lab.Bot``,
 not ``lab.bots.Bot``.  ``python -m chatlab.lab serve SPEC`` (``__main__``)
@@ -53,26 +54,35 @@ from ..limits import Limits
 from ..servers import MODELS, DEFAULT_HOST, format_address, make_server
 from ..testing import chatlab_threads
 
-from .registry import (
-    CAPTURE_LIMIT, LOG_LINES, RECV_SIZE, TIMEOUT,
-    Instrument, _live, _started, clock, leftover_threads, running, stop_all,
-)
+from .registry import CAPTURE_LIMIT, LOG_LINES, RECV_SIZE, TIMEOUT, Instrument, clock, leftover_threads, running, stop_all
 from .recorder import (
     CLOSED, CONNECT_STARTED, CONNECTED, KINDS, RECEIVED, REGISTERED, SENT,
-    Event, Recorder, _describe, describe, format_table, parse_server_line,
+    Event, Recorder, describe, format_table,
 )
 from .measure import (
-    HAS_TCP_INFO, _TCP_INFO, _TCP_INFO_FIELDS,
-    load_average, percentile, process_memory, process_threads, raise_fd_limit, setup_report, summary,
+    HAS_TCP_INFO, load_average, percentile, process_memory, process_threads, raise_fd_limit, setup_report, summary,
     tcp_info, where,
 )
-from .live import (
-    LiveServer, ServerProcess, _LogCapture, _drain, _resolve, _serve_child, _stop_process, _stop_server,
-    live_server, no_defences, start_server,
-)
-from .network import Chunk, EchoServer, Relay, _Acceptor, _readable, echo_once, recv_exactly, send_all
-from .choosing import (
-    COURSE_FOLDERS, _probe_client, _probe_echo_once, _probe_encode_frame, _probe_frames, _probe_lines,
-    _probe_reliable, _probe_server, _probe_server_echo, _reference, _use_folder, course_folder, pick,
-)
-from .bots import Bot, Crowd, Plan, _await_texts, chat_plan, run_plan
+from .live import LiveServer, ServerProcess, live_server, no_defences, start_server
+from .network import Chunk, EchoServer, Relay, echo_once, recv_exactly, send_all
+from .folders import COURSE_FOLDERS, course_folder
+from .choosing import pick
+from .bots import Bot
+from .plans import Plan, chat_plan, run_plan
+from .crowd import Crowd
+from ..dialects.lines import parse_rendered as parse_server_line  # a lines-mode line, read as the frame it stands for
+
+__all__ = [
+    "FrameDecoder", "LineDecoder", "encode_frame", "encode_line", "Limits", "MODELS", "DEFAULT_HOST",
+    "format_address", "make_server", "chatlab_threads",
+    "CAPTURE_LIMIT", "LOG_LINES", "RECV_SIZE", "TIMEOUT", "Instrument", "clock", "leftover_threads", "running",
+    "stop_all",
+    "CLOSED", "CONNECT_STARTED", "CONNECTED", "KINDS", "RECEIVED", "REGISTERED", "SENT", "Event", "Recorder",
+    "describe", "format_table",
+    "HAS_TCP_INFO", "load_average", "percentile", "process_memory", "process_threads", "raise_fd_limit",
+    "setup_report", "summary", "tcp_info", "where",
+    "LiveServer", "ServerProcess", "live_server", "no_defences", "start_server",
+    "Chunk", "EchoServer", "Relay", "echo_once", "recv_exactly", "send_all",
+    "COURSE_FOLDERS", "course_folder", "pick", "Bot", "Plan", "chat_plan", "run_plan", "Crowd",
+    "parse_server_line",
+]

@@ -16,21 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..servers import MODELS, DEFAULT_HOST
+from .folders import COURSE_FOLDERS, course_folder
 from .live import _resolve
 from .network import EchoServer, echo_once, recv_exactly, send_all
-
-
-COURSE_FOLDERS = ("exercises", "solutions")
-
-
-def course_folder(kind: str = "exercises") -> Path | None:
-    """The ``exercises/`` (or ``solutions/``) folder: near the current directory, or the repository's."""
-    here = Path.cwd().resolve()
-    # The repository's: three folders up from chatlab/lab/choosing.py.
-    for base in (here, *here.parents, Path(__file__).resolve().parent.parent.parent):
-        if (base / kind).is_dir():
-            return base / kind
-    return None
 
 
 def _use_folder(folder: Path) -> None:

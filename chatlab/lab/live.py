@@ -81,7 +81,7 @@ class LiveServer(Instrument):
 
     @property
     def address(self) -> tuple[str, int]:
-        return tuple(self.server.address)[:2]  # type: ignore[return-value]
+        return tuple(self.server.address)[:2]
 
     def stop(self) -> None:
         self._unregister()

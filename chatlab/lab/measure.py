@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .folders import COURSE_FOLDERS, course_folder
+
 from ..servers import MODELS
 
 
@@ -72,7 +74,7 @@ def process_memory(pid: int | None = None) -> int | None:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     try:
-        import psutil  # type: ignore[import-not-found]  # optional: macOS and Windows
+        import psutil  # optional: macOS and Windows
 
         return psutil.Process(pid).memory_info().rss
     except Exception:
@@ -95,7 +97,7 @@ def process_threads(pid: int | None = None) -> int | None:
             if line.startswith("Threads:"):
                 return int(line.split()[1])
     try:
-        import psutil  # type: ignore[import-not-found]
+        import psutil
 
         return psutil.Process(pid).num_threads()
     except Exception:
@@ -141,7 +143,6 @@ def where(model: str | None = None) -> str:
 def setup_report() -> list[tuple[str, str]]:
     """What the welcome notebook checks: versions, models, folders."""
     from .. import __version__
-    from .choosing import COURSE_FOLDERS, course_folder  # here, not on top: choosing needs live, live needs us
 
     rows = [("Python", sys.version.split()[0] + (" (3.10+ needed)" if sys.version_info < (3, 10) else " ok")),
             ("chatlab", __version__), ("server models", ", ".join(sorted(MODELS))),

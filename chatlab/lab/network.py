@@ -106,7 +106,7 @@ class Relay(Instrument):
                  directions: tuple[str, ...] = ("c2s", "s2c")):
         if not 1 <= min_piece <= max_piece:
             raise ValueError("need 1 <= min_piece <= max_piece")
-        self.upstream = tuple(upstream)[:2]
+        self.upstream: tuple[str, int] = (upstream[0], upstream[1])
         self.min_piece, self.max_piece, self.pause, self.hold = min_piece, max_piece, pause, hold
         self.seed, self.capture, self.directions = seed, capture, directions
         self.chunks: list[Chunk] = []
@@ -294,7 +294,7 @@ class EchoServer(Instrument):
 
 def echo_once(address: tuple[str, int], data: bytes, timeout: float = TIMEOUT) -> bytes:
     """Connect, send ``data``, read the same number of bytes back, close."""
-    with socket.create_connection(tuple(address)[:2], timeout=timeout) as sock:
+    with socket.create_connection((address[0], address[1]), timeout=timeout) as sock:
         sock.sendall(data)
         return recv_exactly(sock, len(data))
 

@@ -7,7 +7,6 @@ measured across threads comparable, with no clock to synchronise.
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -151,28 +150,3 @@ def format_table(rows: list[dict[str, Any]], limit: int = 40) -> str:
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more rows")
     return "\n".join(lines)
-
-
-def parse_server_line(line: str) -> dict[str, Any]:
-    """A lines-mode line from the server, in the shape of the matching frame.
-
-    The inverse of ``protocol.render_line``, so that recorders, tables and
-    plots treat a lines client and a frames client alike.
-    """
-    if m := re.fullmatch(r"<([^>]*)> (.*)", line):
-        return {"type": "message", "from": m[1], "text": m[2]}
-    if m := re.fullmatch(r"\* (\S+) joined", line):
-        return {"type": "joined", "name": m[1]}
-    if m := re.fullmatch(r"\* (\S+) left \(([^)]*)\)", line):
-        return {"type": "left", "name": m[1], "reason": m[2]}
-    if m := re.match(r"\* Welcome, ([^!]+)!", line):
-        return {"type": "welcome", "name": m[1]}
-    if m := re.fullmatch(r"\* Online: (.*)", line):
-        return {"type": "users", "users": [u for u in m[1].split(", ") if u]}
-    if line == "* pong":
-        return {"type": "pong"}
-    if m := re.fullmatch(r"! (.*?)(?: \((\w+)\))?", line):
-        return {"type": "error", "code": m[2] or "error", "message": m[1]}
-    if m := re.fullmatch(r"\* Server closing the connection: (.*)", line):
-        return {"type": "closing", "message": m[1]}
-    return {"type": "line", "text": line}

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..limits import Limits
 from .aio import AsyncioServer
 from .base import DEFAULT_HOST, DEFAULT_PORT, BaseServer, Listener, ServerError, format_address, open_listener
@@ -21,7 +23,7 @@ MODELS: dict[str, type[BaseServer]] = {
 
 def make_server(
     model: str = "threads", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None,
-    **options: object,
+    **options: Any,
 ) -> BaseServer:
     """A server of the given model (``threads``, ...), not yet started.  ``options``: e.g. ``db=FILE``."""
     try:

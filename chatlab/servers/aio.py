@@ -90,34 +90,25 @@ class AsyncioServer(Shell):
 
     def _start(self) -> None:
         self._begin()
-        self._stop_lock = threading.Lock()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._workers = Workers(self._work_done)
-        # A notebook or the command line starts the server from the main
-        # thread and must get it back at once: the loop gets a thread of its own.
-        self._thread = threading.Thread(target=self._run, name="chatlab-asyncio", daemon=True)
-        self._thread.start()
+        self.start_loop(self._run)
         self._ready.wait()
         if self._startup_error is not None:
             self._workers.stop()
             raise self._startup_error
 
     def _stop(self, timeout: float) -> None:
-        with self._stop_lock:  # a second stop() waits for the first, then finds nothing to do
-            if not self._thread.is_alive():
-                return
-            if threading.current_thread() is self._thread:
-                raise RuntimeError("stop() called from inside the server's own loop")
+        def ask() -> None:
             try:
                 # The loop is not thread-safe: ask it, from this thread, to stop itself.
                 self._loop.call_soon_threadsafe(self._request_stop, timeout)
             except RuntimeError:
                 pass  # the loop has ended on its own
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.error("the asyncio loop did not stop within %.1f s", timeout)
-            self._workers.stop()
+
+        self.stop_loop(timeout, ask)
+        self._workers.stop()
 
     def make_channel(self, cid: ClientId, peer: str, sock: socket.socket, transport: Transport) -> Channel:
         return TaskChannel(cid, peer, sock, transport)

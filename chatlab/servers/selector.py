@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -112,7 +111,6 @@ class SelectorServer(Shell):
         self._accept_failures = 0
         self._stop_requested = False
         self._stop_timeout = 2.0
-        self._stop_lock = threading.Lock()
         self._done: deque[tuple[Work, Any]] = deque()  # work finished on a worker thread
         self._workers = Workers(self._work_done)
         # stop() and the workers run in other threads while the loop may be
@@ -123,8 +121,7 @@ class SelectorServer(Shell):
             sock.setblocking(False)
             self.selector.register(sock, READ, listener)
         self.selector.register(self._wake_r, READ)  # data None: not a client, not a listener
-        self._thread = threading.Thread(target=self._run, name="chatlab-selector", daemon=True)
-        self._thread.start()
+        self.start_loop(self._run)
 
     def make_channel(self, cid: ClientId, peer: str, sock: socket.socket, transport: Transport) -> Channel:
         sock.setblocking(False)
@@ -147,18 +144,13 @@ class SelectorServer(Shell):
             pass  # the loop has ended: nothing more to tell it
 
     def _stop(self, timeout: float) -> None:
-        with self._stop_lock:  # a second stop() waits for the first, then finds nothing to do
-            if not self._thread.is_alive():
-                return
-            if threading.current_thread() is self._thread:
-                raise RuntimeError("stop() called from inside the server's own loop")
+        def ask() -> None:
             self._stop_timeout = timeout
             self._stop_requested = True
             self._knock()
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.error("the selector loop did not stop within %.1f s", timeout)
-            self._workers.stop()
+
+        self.stop_loop(timeout, ask)
+        self._workers.stop()
 
     # ------------------------------------------------------------ the loop
 

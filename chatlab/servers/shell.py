@@ -265,6 +265,27 @@ class Shell(BaseServer):
         """Stopping: the core tells every client and closes every connection."""
         self.apply(self.core.shutdown(time.monotonic()))
 
+    # ------------------------------------------- a loop on a thread of its own
+
+    def start_loop(self, run: Callable[[], None]) -> None:
+        """Run an event loop on a thread of its own: a notebook or the command
+        line starts the server from its main thread, and must get it back."""
+        self._stop_lock = threading.Lock()
+        self._loop_thread = threading.Thread(target=run, name=f"chatlab-{self.model}", daemon=True)
+        self._loop_thread.start()
+
+    def stop_loop(self, timeout: float, ask: Callable[[], None]) -> None:
+        """``ask`` the loop (from another thread) to stop itself; wait for it, within ``timeout``."""
+        with self._stop_lock:  # a second stop() waits for the first, then finds nothing to do
+            if not self._loop_thread.is_alive():
+                return
+            if threading.current_thread() is self._loop_thread:
+                raise RuntimeError("stop() called from inside the server's own loop")
+            ask()
+            self._loop_thread.join(timeout)
+            if self._loop_thread.is_alive():
+                log.error("the %s loop did not stop within %.1f s", self.model, timeout)
+
 
 def run_job(work: Work) -> Any:
     """``work.job()``, or the exception it raised (the core is told either way)."""

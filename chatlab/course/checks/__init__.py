@@ -12,7 +12,7 @@ def checks_for(number: int) -> list[Check]:
     """Exercise ``number``'s checks, numbered in the order they are defined."""
     exercise(number)  # a clear error for a number with no exercise
     module = importlib.import_module(f"{__name__}.ex{number:02d}")
-    found = []
+    found: list[Check] = []
     for function in vars(module).values():  # definition order
         info = getattr(function, "check_info", None)
         if info is not None and getattr(function, "__module__", None) == module.__name__:

@@ -61,7 +61,7 @@ def expect(ctx: Context, client: RawClient, expected: str | Callable[[str], bool
     no check could catch it reliably, so none fails on it now and then.
     """
     test = expected if callable(expected) else (lambda line: line == expected)
-    earlier = getattr(client, "earlier", set())
+    earlier: set[str] = getattr(client, "earlier", set())
 
     def late_notice(line: str) -> bool:
         match = JOINED.match(line)
