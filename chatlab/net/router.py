@@ -207,6 +207,8 @@ class Router:
             self.add_port(message["name"], fds[0], message["addresses"])
         elif what == "link":  # {"from": "a", "to": "b", "impairment": {...}}: one direction
             self.link(message["from"], message["to"]).set(Impairment(**message["impairment"]))
+        elif what == "lose":  # {"from": "a", "to": "b", "count": 1, "longer_than": 0}: the next ones are lost
+            self.link(message["from"], message["to"]).lose_next(message["count"], message.get("longer_than", 0))
         elif what == "stats":  # also makes the captures readable up to this moment
             self.flush()
             late, total, most = self.late
