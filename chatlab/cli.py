@@ -188,12 +188,10 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark, text_report
+    from .bench.progress import ProgressBar
 
-    def progress(record: dict) -> None:
-        what = ", ".join(f"{k}={record[k]}" for k in ("receivers", "connections", "notices") if k in record)
-        state = "ok" if record.get("completed") else record.get("skipped") or record.get("error") or "cut short"
-        print(f"  {record['target']:<10} {record['scenario']:<8} {what:<24} {record['wall_s']:6.1f} s  {state}",
-              file=sys.stderr, flush=True)
+    # A bar on stderr (each finished run listed above it), so that stdout keeps only the report.
+    progress = ProgressBar("chatlab bench", log=True)
 
     split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None
     try:
