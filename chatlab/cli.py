@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .course.cli import add_parsers as add_course_parsers
 
     add_course_parsers(sub)
+    # The network lab's housekeeping: `chatlab net list/clean/bench`.
+    from .net.cli import add_parsers as add_net_parsers
+
+    add_net_parsers(sub)
     bench = sub.add_parser("bench", help="measure the server models against a naive server and Redis")
     bench.add_argument("--size", choices=["tiny", "small", "full"], default="small",
                        help="tiny: seconds (proves it works); small: a minute or two; full: docs/performance.md "
