@@ -188,12 +188,10 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark, text_report
+    from .bench.progress import ProgressBar
 
-    def progress(record: dict) -> None:
-        what = ", ".join(f"{k}={record[k]}" for k in ("receivers", "connections", "notices") if k in record)
-        state = "ok" if record.get("completed") else record.get("skipped") or record.get("error") or "cut short"
-        print(f"  {record['target']:<10} {record['scenario']:<8} {what:<24} {record['wall_s']:6.1f} s  {state}",
-              file=sys.stderr, flush=True)
+    # A bar on stderr (each finished run listed above it), so that stdout keeps only the report.
+    progress = ProgressBar("chatlab bench", log=True)
 
     split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None
     try:
@@ -303,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .course.cli import add_parsers as add_course_parsers
 
     add_course_parsers(sub)
+    # The network lab's housekeeping: `chatlab net list/clean/bench`.
+    from .net.cli import add_parsers as add_net_parsers
+
+    add_net_parsers(sub)
     add_capture_parser(sub)
     bench = sub.add_parser("bench", help="measure the server models against a naive server and Redis")
     bench.add_argument("--size", choices=["tiny", "small", "full"], default="small",

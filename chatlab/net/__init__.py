@@ -2,7 +2,29 @@
 
 Loopback has no delay, no loss, no second host and shows no packet; this
 package gives the lab a network and puts what crosses it on screen.  One
-module per subject, each readable on its own:
+module per subject, each readable on its own.
+
+The network itself -- hosts, links, the router -- in the order they build
+on each other:
+
+* ``netns`` -- network namespaces (the hosts' separate network stacks):
+  made, entered from Python (``call_in``), removed; ``problem()`` and
+  ``require()`` say whether this process may build networks at all (Linux
+  and root); ownership records, and ``clean()`` for what a crash left;
+* ``link`` -- what a link does to packets, with no I/O: delay, jitter,
+  loss (random, or in Gilbert-Elliott bursts), duplication, reordering,
+  and a rate with a queue of limited size (tail drop);
+* ``router`` -- the router, a process of its own: it moves IP packets
+  between the hosts' TUN devices, applies each link, and writes a pcap
+  capture of every host's wire and of what it dropped.  Read it: a router
+  is a program that moves packets;
+* ``host`` -- ``Host``: running things on a host, in this process (servers,
+  bots, sockets: ``call``) or as commands (``ip netns exec``: ``popen``,
+  ``serve``); its firewall (``nft``, ``block``); ``TcpInfoSampler``;
+* ``topology`` -- ``Network``, the one class a notebook needs:
+  ``with Network() as n: a = n.host("a"); n.link(a, b, delay=0.02)``.
+
+The packets on screen:
 
 * ``pcap`` -- capture files in the classic pcap format (``PcapWriter``,
   ``read_pcap``), the format Wireshark, tshark and tcpdump read;
@@ -18,3 +40,13 @@ module per subject, each readable on its own:
 ``chatlab doctor`` (``chatlab/doctor.py``) uses none of it: it diagnoses a
 connection from the outside, with sockets alone.
 """
+
+from .host import Host, Process, ServerProcess, TcpInfoSampler
+from .link import Direction, Fate, GilbertElliott, Impairment
+from .netns import NetworkUnavailable, clean, problem, require
+from .topology import Drop, Link, Network
+
+__all__ = [
+    "Direction", "Drop", "Fate", "GilbertElliott", "Host", "Impairment", "Link", "Network", "NetworkUnavailable",
+    "Process", "ServerProcess", "TcpInfoSampler", "clean", "problem", "require",
+]
