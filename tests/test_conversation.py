@@ -101,6 +101,18 @@ def test_a_router_drop_list_marks_segments_lost() -> None:
     assert next(s for s in ada.segments if s.lost).notes == ["lost"]
 
 
+def test_a_capture_of_headers_only_keeps_the_lengths(tmp_path: Path) -> None:
+    from chatlab.net.pcap import PcapWriter, read_pcap
+
+    linktype, records = read_pcap(DATA / "frames_ipv4.pcap")
+    with PcapWriter(tmp_path / "short.pcap", linktype, snaplen=14 + 20 + 32 + 8) as pcap:  # 8 payload bytes
+        for record in records:
+            pcap.write(record.data, record.ts)
+    whole, short = load("frames_ipv4.pcap")[0], conversations(read_packets(tmp_path / "short.pcap"))[0]
+    assert [(s.seq, s.ack, s.length) for s in short.segments] == [(s.seq, s.ack, s.length) for s in whole.segments]
+    assert short.messages() == [] and "payload not captured" in short.table()
+
+
 def test_a_capture_without_tcp_has_no_conversation() -> None:
     packets = read_packets(DATA / "udp_icmp.pcap")
     assert conversations(packets) == []

@@ -54,7 +54,6 @@ ETH_P_ALL = 0x0003  # "every protocol": IPv4, IPv6, ARP, ...
 SO_ATTACH_FILTER = 26
 SO_TIMESTAMPNS = 35  # the kernel stamps each packet with when it saw it, in nanoseconds
 PACKET_OUTGOING = 4  # a packet this machine sent (the address's pkttype field)
-CLONE_NEWNET = 0x40000000
 ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE = 1, 772, 0xFFFE  # Ethernet, loopback, a TUN device (raw IP)
 
 #: Bytes the kernel may queue for the capture socket before it drops packets (4 MiB, as tcpdump's default).
@@ -164,7 +163,7 @@ def open_packet_socket(interface: str, netns: str | None = None) -> tuple[socket
     With ``netns``, the interface of that network namespace (a lab host, as
     ``ip netns`` names it): a socket belongs for life to the namespace of
     the thread that made it, so a short-lived thread enters the namespace,
-    makes it, and ends.
+    makes it, and ends (``chatlab.net.netns.call_in``).
     """
     if netns is not None:
         return _in_namespace(netns, lambda: open_packet_socket(interface))
@@ -206,30 +205,15 @@ def start_receiving(sock: socket.socket, interface: str) -> None:
 
 
 def _in_namespace(netns: str, make: Callable):
-    """Run ``make()`` in a thread that has entered the network namespace ``netns``."""
-    path = Path("/var/run/netns") / netns
-    if not path.exists():
+    """Run ``make()`` in a thread that has entered the network namespace ``netns`` (``netns.call_in``)."""
+    from .netns import call_in
+
+    if not (Path("/var/run/netns") / netns).exists():
         raise CaptureError(f"no network namespace {netns!r} ('ip netns list' lists them)")
-    result: dict[str, object] = {}
-
-    def inside() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(path) as ns:
-                if libc.setns(ns.fileno(), CLONE_NEWNET) != 0:
-                    raise CaptureError(f"cannot enter network namespace {netns!r}: "
-                                       f"{os.strerror(ctypes.get_errno())}. {NEEDS_ROOT}")
-            result["value"] = make()
-        except BaseException as exc:  # handed to the caller's thread
-            result["error"] = exc
-
-    # This thread alone changes namespace, and it ends right after.
-    thread = threading.Thread(target=inside, name="chatlab-netns", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["value"]
+    try:
+        return call_in(netns, make)
+    except PermissionError as exc:
+        raise CaptureError(f"{exc}. {NEEDS_ROOT}") from None
 
 
 def receive(sock: socket.socket, snaplen: int) -> tuple[bytes, float, tuple]:
@@ -422,7 +406,7 @@ def show_file(path: str | os.PathLike, out=sys.stdout) -> int:
 def run(interface: str = "lo", port: int | None = None, host: str | None = None, path: str = "chatlab-capture.pcap",
         count: int | None = None, duration: float | None = None, netns: str | None = None, quiet: bool = False,
         out=sys.stdout) -> int:
-    """``chatlab capture``: print each packet as it comes and write it to ``path``, until Ctrl+C, a count or a duration."""
+    """``chatlab capture``: print each packet as it comes and write it to ``path``, until Ctrl+C, a count or a time."""
     start = time.time()
 
     def show(packet: Packet) -> None:

@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..framing import FrameDecoder, FramingError, LineDecoder
-from .packets import Packet
+from .packets import Packet, parse
+from .pcap import LINKTYPE_RAW
 
 #: A pure ACK sent this long after the data it acknowledges (beyond the round trip from the capture
 #: point to the acknowledging end) counts as delayed: an immediate ACK takes well under a millisecond
@@ -281,13 +282,17 @@ def _text(message: bytes, decoder: FrameDecoder | LineDecoder) -> str:
 # ====================================================== sorting and reading
 
 
-def conversations(packets: Iterable[Packet], lost: Iterable[Packet] = ()) -> list[Conversation]:
+def conversations(packets: Iterable[Packet], lost: Iterable[Any] = ()) -> list[Conversation]:
     """Every TCP connection in ``packets``, in the order each began.
 
     ``lost``: packets a router dropped (it knows), merged in by time and
-    marked lost: sent, but never delivered.
+    marked lost: sent, but never delivered.  Parsed ``Packet``s, or the lab
+    router's drops as they are (``network.drops()``: anything with ``.ts``
+    and ``.data``, raw IP)::
+
+        conversations(read_packets(net.pcap(a)), lost=net.drops())
     """
-    dropped = [(p, True) for p in lost]
+    dropped = [(p if isinstance(p, Packet) else parse(p.data, LINKTYPE_RAW, p.ts), True) for p in lost]
     everything = sorted([(p, False) for p in packets] + dropped, key=lambda item: item[0].ts) if dropped else \
         [(p, False) for p in packets]
     found: list[Conversation] = []
@@ -312,7 +317,7 @@ def conversations(packets: Iterable[Packet], lost: Iterable[Packet] = ()) -> lis
     return found
 
 
-def conversation(packets: Iterable[Packet], port: int | None = None, lost: Iterable[Packet] = ()) -> Conversation:
+def conversation(packets: Iterable[Packet], port: int | None = None, lost: Iterable[Any] = ()) -> Conversation:
     """The first conversation (with ``port`` at either end, if given); ValueError if there is none."""
     found = [c for c in conversations(packets, lost) if port is None or port in (c.client[1], c.server[1])]
     if not found:
@@ -356,7 +361,10 @@ class _Reader:
             self.syn_time[d] = packet.ts
         both_scale = None not in self.scale
         window = tcp.window if tcp.syn or not both_scale else tcp.window << self.scale[d]
-        s = Segment(packet, packet.ts - conv.start, d, tcp.flag_names, seq, ack, len(tcp.payload), window, lost=lost)
+        # The payload's length from the headers, not from what was captured: a capture may keep only the
+        # first bytes of each packet (a snap length), and the segment was as long as IP says all the same.
+        length = max(len(tcp.payload), packet.ip.total_length - packet.ip.header_length - tcp.header_length)
+        s = Segment(packet, packet.ts - conv.start, d, tcp.flag_names, seq, ack, length, window, lost=lost)
         self._sequence_notes(s, tcp)
         self._ack_notes(s, packet.ts)
         if lost:
@@ -379,7 +387,13 @@ class _Reader:
         for s in conv.segments:
             if not s.length or s.lost or s.presumed_lost:
                 continue
-            payload = s.packet.tcp.payload
+            payload, stream = s.packet.tcp.payload, self.streams[s.direction]
+            if len(payload) < s.length:  # cut short by the capture: the bytes are not there to read
+                if not stream.broken:
+                    stream.broken = "payload not captured"
+                    s.notes.append("payload not captured: no messages from here on")
+                stream.next = max(stream.next, s.end)
+                continue
             if conv.mode == "?" and s.direction == CLIENT and s.seq == 1:
                 conv.mode = {b"\x00": "frames", b"\x16": "tls"}.get(payload[:1], "lines")
             s.messages, s.partial, s.held = self.streams[s.direction].take(s.seq, payload, conv.mode)
