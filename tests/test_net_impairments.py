@@ -223,3 +223,24 @@ def test_tshark_sees_the_retransmissions_in_the_senders_capture(network: net.Net
     assert retransmitted, "20 % loss and not one retransmission in a's capture?"
     lost_from_a = [d for d in network.drops() if d.src == "a"]
     assert lost_from_a, "the router dropped nothing from a"
+
+
+def test_lose_next_loses_exactly_the_next_packets_longer_than_asked(pair) -> None:
+    network, a, b, udp = pair
+    link = network.link(a, b)
+    link.lose_next(3, only=a, longer_than=80)
+    udp.send(2, size=20)  # 48-byte packets: spared
+    udp.send(5, size=100)  # 128 bytes: the first three are lost
+    got = [number for number, _ in udp.receive(7)]
+    assert got == [0, 1, 5, 6]
+    assert [d.why for d in network.drops()] == ["lost"] * 3
+
+
+def test_a_bulk_transfer_is_held_to_the_links_rate(network: net.Network) -> None:
+    a, b = network.host("a"), network.host("b")
+    network.link(a, b, delay=0.005).set(only=a, rate=5_000_000, queue=50)
+    result = net.bulk_transfer(a, b, 2.0, warmup=0.5)
+    print(f"{result.congestion} over a 5 Mbit/s link: {result.bits_per_s / 1e6:.2f} Mbit/s")
+    assert result.received > 0 and result.arrivals
+    assert result.bits_per_s <= 5_000_000, "more data than the link carries in that time: the rate is not applied"
+    assert network.stats()["links"]["a>b"]["max_queued"] > 1, "a bulk transfer should fill the queue"

@@ -131,8 +131,11 @@ class Bulk(Instrument):
         self._sink.join(TIMEOUT)
         self._close_listener()
         arrivals = list(self.arrivals)
+        # Counted between the end of the warm-up and the moment we stopped: what
+        # was still on the way then (in the router's queue) arrives later, and
+        # belongs to no measured interval.
         before = max((b for t, b in arrivals if t <= warmup), default=0)
-        after = max((b for t, b in arrivals), default=0)
+        after = max((b for t, b in arrivals if t <= seconds), default=0)
         span = seconds - min(warmup, seconds)
         rate = (after - before) * 8 / span if span > 0 else 0.0
         return Throughput(self.congestion, seconds, self.received, rate, info, arrivals)
