@@ -220,7 +220,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def add_capture_parser(sub: argparse._SubParsersAction) -> None:
-    capture = sub.add_parser("capture", help="capture the packets of a chat (a raw socket: needs root) or read a capture",
+    capture = sub.add_parser("capture", help="capture a chat's packets (a raw socket: needs root), or read a capture",
                              description="Capture packets on an interface into a pcap file (Wireshark reads it), "
                                          "printing each one; or, with --read, show a capture's packets and TCP "
                                          "conversations.")
@@ -237,6 +237,31 @@ def add_capture_parser(sub: argparse._SubParsersAction) -> None:
     capture.add_argument("-q", "--quiet", action="store_true", help="do not print each packet")
     capture.add_argument("-r", "--read", metavar="FILE", help="show the packets and conversations of a pcap file")
     capture.set_defaults(func=cmd_capture)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import main as doctor
+
+    return doctor(args.address, args.port, args.tls, args.cafile, args.timeout)
+
+
+def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
+    from .doctor import CONNECT_TIMEOUT
+
+    doctor = sub.add_parser(
+        "doctor", help="why a connection fails: try it step by step and say what to do",
+        description="Connect to a chat server the way a client does -- name, TCP handshake, banner, ping -- and "
+                    "say in plain words what went wrong and what to do next; or, with --port N, check a port "
+                    "before serving on it (which process holds it). Exit status: 0 a chatlab server answered, "
+                    "1 a problem was found, 3 (--port) the port is free.")
+    doctor.add_argument("address", nargs="?", type=parse_address, default=None, metavar="HOST[:PORT]",
+                        help=f"the server to check (default {DEFAULT_HOST}:{DEFAULT_PORT})")
+    doctor.add_argument("--tls", action="store_true", help="connect with TLS, as 'chatlab chat --tls' does")
+    doctor.add_argument("--cafile", help="trust this certificate authority (the lab's ca.pem); implies --tls")
+    doctor.add_argument("--port", type=int, help="check this port before serving on it: free, or held by whom")
+    doctor.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, metavar="SECONDS",
+                        help="how long to wait for the TCP handshake (default %(default)s)")
+    doctor.set_defaults(func=cmd_doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_net_parsers(sub)
     add_capture_parser(sub)
+    add_doctor_parser(sub)
     bench = sub.add_parser("bench", help="measure the server models against a naive server and Redis")
     bench.add_argument("--size", choices=["tiny", "small", "full"], default="small",
                        help="tiny: seconds (proves it works); small: a minute or two; full: docs/performance.md "

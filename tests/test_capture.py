@@ -1,9 +1,9 @@
-"""Capturing for real: a raw socket in a network namespace of its own, checked against dumpcap and tshark.
+"""Capturing for real: a raw socket on a lab host of its own, checked against dumpcap and tshark.
 
-Each test runs in a fresh namespace (random name, removed at the end), so
-the machine's other traffic never gets in and two runs never meet.  Without
-root the live tests skip; the unprivileged error is tested by running the
-command as the user ``nobody``.
+Each test captures on a host of a fresh lab network (``chatlab.net.Network``:
+namespaces with random names, removed at the end), so the machine's other
+traffic never gets in and two runs never meet.  Without root the live tests
+skip; the unprivileged error is tested by running the command as ``nobody``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from _netns import inside, link, namespaces, needs_netns
 from chatlab.net.capture import Capture, CaptureError, bpf_port_filter
 from chatlab.net.conversation import conversations
-from chatlab.net.pcap import LINKTYPE_ETHERNET, read_pcap
+from chatlab.net.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, read_pcap
+from net_support import needs_network, network  # noqa: F401 - network is a fixture
 
 pytestmark = pytest.mark.timeout(60)
 DATA = Path(__file__).parent / "data"
@@ -31,24 +31,22 @@ needs_tshark = pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is 
 
 
 @pytest.fixture
-def netns():
-    """A namespace of our own with its loopback up; this thread works inside it during the test."""
-    with namespaces("cap") as made, inside(made["cap"]):
-        yield made["cap"]
+def host(network):
+    """A lab host of our own: its loopback carries only what the test sends."""
+    return network.host("cap")
 
 
-def udp_listener(host: str = "127.0.0.1") -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.bind((host, 0))
+def udp_listener(on, address: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A UDP socket on host ``on``, bound to ``address``."""
+    sock = on.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, port))
     return sock
 
 
-def send_datagrams(port: int, texts: list[bytes], host: str = "127.0.0.1") -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as udp:
+def send_datagrams(on, port: int, texts: list[bytes], address: str = "127.0.0.1") -> None:
+    with on.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM) as udp:
         for text in texts:
-            udp.sendto(text, (host, port))
+            udp.sendto(text, (address, port))
 
 
 def wait_line(stream, what: str, lines: list[str] | None = None) -> str:
@@ -66,23 +64,24 @@ def wait_line(stream, what: str, lines: list[str] | None = None) -> str:
 # ------------------------------------------------------------ the instrument
 
 
-@needs_netns
+@needs_network
 @needs_dumpcap
-def test_we_capture_the_same_packets_as_dumpcap(netns: str, tmp_path: Path) -> None:
+def test_we_capture_the_same_packets_as_dumpcap(host, tmp_path: Path) -> None:
     """The same datagrams, byte for byte, with the same kernel timestamps (to within a millisecond).
 
     dumpcap says "Capturing on" before it really is, so datagrams go one at
     a time, each waited for in our capture, until dumpcap has its 20 and
     exits: its 20 are then 20 consecutive ones of ours.
     """
-    receiver = udp_listener()
+    receiver = udp_listener(host)
     port = receiver.getsockname()[1]
     theirs = tmp_path / "dumpcap.pcap"
-    dumpcap = subprocess.Popen(["ip", "netns", "exec", netns, "dumpcap", "-q", "-i", "lo", "-f", f"udp port {port}",
-                                "-c", "20", "-P", "-w", str(theirs)], stderr=subprocess.DEVNULL)
+    dumpcap = subprocess.Popen(["ip", "netns", "exec", host.namespace, "dumpcap", "-q", "-i", "lo",
+                                "-f", f"udp port {port}", "-c", "20", "-P", "-w", str(theirs)],
+                               stderr=subprocess.DEVNULL)
     try:
-        with Capture("lo", port=port, path=tmp_path / "ours.pcap", netns=netns) as cap, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        with Capture("lo", port=port, path=tmp_path / "ours.pcap", netns=host.namespace) as cap, \
+                host.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             for i in range(2000):
                 udp.sendto(b"datagram %d " % i + b"x" * (i % 20) * 40, ("127.0.0.1", port))
                 assert cap.wait(lambda ps: len(ps) == i + 1)
@@ -107,23 +106,18 @@ def test_we_capture_the_same_packets_as_dumpcap(netns: str, tmp_path: Path) -> N
         assert abs(mine.ts - dumpcaps.ts) < 0.001
 
 
-@needs_netns
+@needs_network
 @needs_tshark
-def test_a_chat_captured_is_a_whole_conversation(netns: str, tmp_path: Path) -> None:
+def test_a_chat_captured_is_a_whole_conversation(host, tmp_path: Path) -> None:
     from chatlab.client import ChatClient
-    from chatlab.servers import make_server
 
-    server = make_server("threads", "127.0.0.1", 0)
-    server.start()
-    try:
-        with Capture("lo", port=server.address[1], path=tmp_path / "chat.pcap", netns=netns) as cap:
-            ada = ChatClient(*server.address, name="ada")
-            ada.say("is anyone on the wire?")
-            ada.wait_for(lambda m: m.get("type") == "message")
-            ada.close()
-            assert cap.wait(lambda ps: sum(1 for p in ps if p.tcp.fin) == 2 and ps[-1].tcp.flags == 0x10)
-    finally:
-        server.stop()
+    server = host.start_server("threads", "127.0.0.1")
+    with Capture("lo", port=server.address[1], path=tmp_path / "chat.pcap", netns=host.namespace) as cap:
+        ada = host.call(ChatClient, *server.address, name="ada")
+        ada.say("is anyone on the wire?")
+        ada.wait_for(lambda m: m.get("type") == "message")
+        ada.close()
+        assert cap.wait(lambda ps: sum(1 for p in ps if p.tcp.fin) == 2 and ps[-1].tcp.flags == 0x10)
     out = subprocess.run(["tshark", "-r", str(tmp_path / "chat.pcap"), "-T", "fields", "-e", "tcp.analysis.flags"],
                          capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
     assert len(out) == len(cap.packets)
@@ -133,19 +127,17 @@ def test_a_chat_captured_is_a_whole_conversation(netns: str, tmp_path: Path) -> 
     assert conv.closed == "FIN both ways"
 
 
-@needs_netns
-def test_the_kernel_filter_passes_only_the_port_asked_for(netns: str) -> None:
-    wanted, other, wanted6 = udp_listener(), udp_listener(), udp_listener("::1")
+@needs_network
+def test_the_kernel_filter_passes_only_the_port_asked_for(host) -> None:
+    wanted, other = udp_listener(host), udp_listener(host)
+    port = wanted.getsockname()[1]
+    wanted6 = udp_listener(host, "::1", port)
     try:
-        port = wanted.getsockname()[1]
-        wanted6.close()
-        wanted6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        wanted6.bind(("::1", port))
         for bpf in (True, False):
-            with Capture("lo", port=port, netns=netns, bpf=bpf) as cap:
-                send_datagrams(other.getsockname()[1], [b"not this one"] * 5)
-                send_datagrams(port, [b"this one"] * 3)
-                send_datagrams(port, [b"and this, over IPv6"], host="::1")
+            with Capture("lo", port=port, netns=host.namespace, bpf=bpf) as cap:
+                send_datagrams(host, other.getsockname()[1], [b"not this one"] * 5)
+                send_datagrams(host, port, [b"this one"] * 3)
+                send_datagrams(host, port, [b"and this, over IPv6"], "::1")
                 assert cap.wait(lambda ps: len(ps) == 4)
             assert [p.payload for p in cap.packets] == [b"this one"] * 3 + [b"and this, over IPv6"]
             if bpf:  # the kernel handed us nothing else
@@ -158,7 +150,7 @@ def test_the_kernel_filter_passes_only_the_port_asked_for(netns: str) -> None:
 
 
 def test_the_filter_program_jumps_only_forward_and_ends_in_returns() -> None:
-    for linktype in (1, 101):
+    for linktype in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
         program = bpf_port_filter(5050, linktype)
         assert program[-1] == (0x06, 0, 0, 0) and program[-2][0] == 0x06  # drop, keep
         for i, (code, jt, jf, k) in enumerate(program):
@@ -166,32 +158,32 @@ def test_the_filter_program_jumps_only_forward_and_ends_in_returns() -> None:
                 assert i + 1 + max(jt, jf) < len(program)
 
 
-@needs_netns
-def test_a_count_or_a_duration_ends_the_capture(netns: str) -> None:
-    receiver = udp_listener()
+@needs_network
+def test_a_count_or_a_duration_ends_the_capture(host) -> None:
+    receiver = udp_listener(host)
     port = receiver.getsockname()[1]
     try:
-        with Capture("lo", port=port, count=3, netns=netns) as cap:
-            send_datagrams(port, [b"one", b"two", b"three", b"four", b"five"])
+        with Capture("lo", port=port, count=3, netns=host.namespace) as cap:
+            send_datagrams(host, port, [b"one", b"two", b"three", b"four", b"five"])
             assert cap.done.wait(5)
         assert [p.payload for p in cap.packets] == [b"one", b"two", b"three"]
-        with Capture("lo", port=port, duration=0.2, netns=netns) as cap:
+        with Capture("lo", port=port, duration=0.2, netns=host.namespace) as cap:
             assert cap.done.wait(5)  # nothing came: it ends on its own at the deadline
         assert cap.packets == []
     finally:
         receiver.close()
 
 
-@needs_netns
-def test_stop_takes_in_what_the_kernel_still_holds(netns: str) -> None:
+@needs_network
+def test_stop_takes_in_what_the_kernel_still_holds(host) -> None:
     """Packets that arrived before stop() are kept, even those the capture's thread had not read yet."""
-    receiver = udp_listener()
+    receiver = udp_listener(host)
     port = receiver.getsockname()[1]
     try:
         receiver.settimeout(5)
-        cap = Capture("lo", port=port, netns=netns)
+        cap = Capture("lo", port=port, netns=host.namespace)
         try:
-            send_datagrams(port, [b"%d" % i for i in range(100)])
+            send_datagrams(host, port, [b"%d" % i for i in range(100)])
             for _ in range(100):  # delivered to the receiver, so already copied to the capture's socket
                 receiver.recv(100)
         finally:
@@ -201,36 +193,34 @@ def test_stop_takes_in_what_the_kernel_still_holds(netns: str) -> None:
         receiver.close()
 
 
-@needs_netns
-def test_stop_all_stops_a_capture(netns: str) -> None:
+@needs_network
+def test_stop_all_stops_a_capture(host) -> None:
     from chatlab.lab import running, stop_all
 
-    cap = Capture("lo", port=9, netns=netns)
+    cap = Capture("lo", port=9, netns=host.namespace)
     assert cap in running()
     stop_all()
     assert cap.done.is_set() and cap not in running()
 
 
-@needs_netns
+@needs_network
 @needs_tshark
-def test_a_hosts_interface_has_real_ethernet_addresses(tmp_path: Path) -> None:
-    with namespaces("a", "b") as ns:
-        link(ns["a"], ns["b"], "10.77.0.1/24", "10.77.0.2/24")
-        with inside(ns["a"]):
-            receiver = udp_listener("10.77.0.1")
-        port = receiver.getsockname()[1]
-        try:
-            with Capture("eth0", port=port, path=tmp_path / "eth0.pcap", netns=ns["a"]) as cap:
-                with inside(ns["b"]):
-                    send_datagrams(port, [b"across the link"], host="10.77.0.1")
-                assert cap.wait(lambda ps: len(ps) == 1)
-        finally:
-            receiver.close()
+def test_a_hosts_own_interface_carries_raw_ip(network, tmp_path: Path) -> None:
+    """A lab host's eth0 is a TUN device: IP packets with no link header, written as raw IP."""
+    a, b = network.host("a"), network.host("b")
+    receiver = udp_listener(a, a.address)
+    port = receiver.getsockname()[1]
+    try:
+        with Capture("eth0", port=port, path=tmp_path / "eth0.pcap", netns=a.namespace) as cap:
+            send_datagrams(b, port, [b"across the router"], a.address)
+            assert cap.wait(lambda ps: len(ps) == 1)
+    finally:
+        receiver.close()
     (packet,) = cap.packets
-    assert packet.link.src != "00:00:00:00:00:00" and packet.ip.src == "10.77.0.2"
-    out = subprocess.run(["tshark", "-r", str(tmp_path / "eth0.pcap"), "-T", "fields", "-e", "eth.src", "-e", "ip.src",
+    assert cap.linktype == LINKTYPE_RAW and packet.link is None and packet.ip.src == b.address
+    out = subprocess.run(["tshark", "-r", str(tmp_path / "eth0.pcap"), "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
                           "-e", "udp.dstport"], capture_output=True, text=True, timeout=30, check=True).stdout
-    assert out.split() == [packet.link.src, "10.77.0.2", str(port)]
+    assert out.split() == [b.address, a.address, str(port)]
 
 
 def test_a_missing_namespace_or_interface_is_said_plainly() -> None:
@@ -255,20 +245,20 @@ def chatlab(*args: str, netns: str | None = None, user: str | None = None, **pop
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
 
 
-@needs_netns
+@needs_network
 @needs_tshark
-def test_chatlab_capture_stops_after_a_count_and_on_ctrl_c(netns: str, tmp_path: Path) -> None:
-    receiver = udp_listener()
+def test_chatlab_capture_stops_after_a_count_and_on_ctrl_c(host, tmp_path: Path) -> None:
+    receiver = udp_listener(host)
     port = receiver.getsockname()[1]
     try:
         for stop in ("count", "ctrl-c"):
             path = tmp_path / f"{stop}.pcap"
             args = ["capture", "--port", str(port), "-w", str(path)] + (["-c", "2"] if stop == "count" else [])
-            process = chatlab(*args, netns=netns)
+            process = chatlab(*args, netns=host.namespace)
             try:
                 lines: list[str] = []
                 wait_line(process.stdout, "Capturing on lo", lines)
-                send_datagrams(port, [b"first", b"second"])
+                send_datagrams(host, port, [b"first", b"second"])
                 wait_line(process.stdout, "UDP len=6", lines)  # "second" printed: both were taken
                 if stop == "ctrl-c":
                     process.send_signal(signal.SIGINT)

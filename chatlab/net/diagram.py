@@ -67,7 +67,7 @@ def sequence_diagram(conv: Conversation, title: str = "", on: str = "", start: i
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from ..plots import _titled
+    from ..plots import titled
 
     if spacing not in ("rows", "time"):
         raise ValueError(f"spacing is 'rows' or 'time', not {spacing!r}")
@@ -139,4 +139,4 @@ def sequence_diagram(conv: Conversation, title: str = "", on: str = "", start: i
         f"{rows} segments"
     heading = title or f"TCP conversation {conv.name}"
     where = ", ".join(filter(None, [on, f"{conv.mode} mode, {shown}"]))
-    return _titled(fig, heading, where)
+    return titled(fig, heading, where)

@@ -1,8 +1,8 @@
 """Make the small capture files the wire tests read without root (run as root: python tests/data/make_captures.py).
 
-Each is a real capture, made by ``chatlab.net.capture`` on loopback in a
-fresh network namespace (so no other traffic gets in), of real chatlab
-servers and clients.  They are committed so that the parser and the
+Each is a real capture, made by ``chatlab.net.capture`` on the loopback of
+a lab host (``chatlab.net.Network``: a network namespace of its own, so no
+other traffic gets in), of real chatlab servers and clients.  They are committed so that the parser and the
 conversation reader are tested against tshark on every machine, root or
 not; tests/test_capture.py checks the capturing itself, live.
 """
@@ -14,13 +14,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests/, for _netns
 sys.path.insert(0, str(HERE.parent.parent))  # the repository, for chatlab
-
-from _netns import inside, namespaces, nft  # noqa: E402
 
 from chatlab.client import ChatClient  # noqa: E402
 from chatlab.limits import Limits  # noqa: E402
+from chatlab.net import Network  # noqa: E402
 from chatlab.net.capture import Capture  # noqa: E402
 from chatlab.servers import make_server  # noqa: E402
 
@@ -38,12 +36,12 @@ def acked(packets, ending: bytes) -> bool:
                                     p.tcp.ack == data.tcp.seq + len(data.payload) for p in packets)
 
 
-def frames_ipv4(netns: str, path: Path) -> None:
+def frames_ipv4(host, path: Path) -> None:
     """Two ChatClients (frames mode) over 127.0.0.1: join, say hello, leave."""
     server = make_server("threads", "127.0.0.1", 0)
     server.start()
     try:
-        with Capture("lo", port=server.address[1], path=path, netns=netns) as cap:
+        with Capture("lo", port=server.address[1], path=path, netns=host.namespace) as cap:
             ada = ChatClient(*server.address, name="ada")
             bob = ChatClient(*server.address, name="bob")
             ada.say("hello bob")
@@ -57,7 +55,7 @@ def frames_ipv4(netns: str, path: Path) -> None:
         server.stop()
 
 
-def lines_ipv6(netns: str, path: Path) -> None:
+def lines_ipv6(host, path: Path) -> None:
     """A person with nc, in effect: lines mode over ::1, a delayed ACK, a message in two pieces, then a reset
     (SO_LINGER 0)."""
     import struct
@@ -65,7 +63,7 @@ def lines_ipv6(netns: str, path: Path) -> None:
     server = make_server("threads", "::1", 0)
     server.start()
     try:
-        with Capture("lo", port=server.address[1], path=path, netns=netns) as cap:
+        with Capture("lo", port=server.address[1], path=path, netns=host.namespace) as cap:
             sock = socket.create_connection(server.address[:2])
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             banner = sock.recv(200)
@@ -89,17 +87,17 @@ def lines_ipv6(netns: str, path: Path) -> None:
         server.stop()
 
 
-def retransmission(netns: str, path: Path) -> None:
+def retransmission(host, path: Path) -> None:
     """Frames over 127.0.0.1 with the 4th data segment to the server dropped (nftables), after capture."""
     server = make_server("threads", "127.0.0.1", 0, Limits(rate_limit=0))
     server.start()
     port = server.address[1]
     # On loopback the capture sees a packet arriving before the input hook drops it:
     # the lost segment is in the capture, and so is its retransmission.
-    nft(netns, f"table inet lab {{\n chain input {{\n type filter hook input priority 0\n"
-               f" tcp dport {port} ip length > 60 numgen inc mod 1000 == 3 drop\n }}\n}}\n")
+    host.nft(f"table inet lab {{\n chain input {{\n type filter hook input priority 0\n"
+             f" tcp dport {port} ip length > 60 numgen inc mod 1000 == 3 drop\n }}\n}}\n")
     try:
-        with Capture("lo", port=port, path=path, netns=netns) as cap:
+        with Capture("lo", port=port, path=path, netns=host.namespace) as cap:
             ada = ChatClient(*server.address, name="ada")
             for i in range(6):
                 ada.say(f"message {i}")
@@ -111,9 +109,9 @@ def retransmission(netns: str, path: Path) -> None:
         server.stop()
 
 
-def other_protocols(netns: str, path: Path) -> None:
+def other_protocols(host, path: Path) -> None:
     """UDP to a closed port (an ICMP "port unreachable" comes back), over IPv4 and IPv6; a ping."""
-    with Capture("lo", path=path, netns=netns) as cap:
+    with Capture("lo", path=path, netns=host.namespace) as cap:
         for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
             with socket.socket(family, socket.SOCK_DGRAM) as udp:
                 udp.sendto(b"anyone there?", (host, 9))
@@ -132,6 +130,7 @@ if __name__ == "__main__":
     for name, make in MAKERS.items():
         if len(sys.argv) > 1 and name not in sys.argv[1:]:
             continue
-        with namespaces("cap") as ns, inside(ns["cap"]):
-            make(ns["cap"], HERE / name)
+        with Network() as network:
+            host = network.host("cap")
+            host.call(make, host, HERE / name)  # in a thread on the host: its sockets and threads live there
         print("wrote", HERE / name)
