@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from chatlab.net.capture import Capture
 from chatlab.net.conversation import CLIENT, SERVER, conversation, conversations
 from chatlab.net.packets import read_packets
+from net_support import needs_network, needs_nft, network  # noqa: F401 - network is a fixture
 
 pytestmark = pytest.mark.timeout(60)
 DATA = Path(__file__).parent / "data"
@@ -101,6 +103,20 @@ def test_a_router_drop_list_marks_segments_lost() -> None:
     assert next(s for s in ada.segments if s.lost).notes == ["lost"]
 
 
+def test_a_drop_also_in_the_capture_is_marked_not_added() -> None:
+    """A capture on the sender's wire holds the packet the router then dropped: one segment, marked lost."""
+    import dataclasses
+
+    packets = read_packets(DATA / "frames_ipv4.pcap")
+    original = next(p for p in packets if b'"say"' in p.payload and b"hello bob" in p.payload)
+    # The router's copy: the same TCP segment, one hop later (TTL one lower), a moment later.
+    drop = dataclasses.replace(original, ts=original.ts + 0.001, ip=dataclasses.replace(original.ip, ttl=63))
+    ada = conversation(packets, lost=[drop])
+    assert len(ada.segments) == len(conversation(packets).segments)
+    (lost,) = [s for s in ada.segments if s.lost]
+    assert lost.packet is original and "say 'hello bob'" not in [text for _, _, text in ada.messages()]
+
+
 def test_a_capture_of_headers_only_keeps_the_lengths(tmp_path: Path) -> None:
     from chatlab.net.pcap import PcapWriter, read_pcap
 
@@ -176,3 +192,40 @@ def test_a_long_conversation_is_drawn_in_pages() -> None:
         plt.close(fig)
     with pytest.raises(ValueError, match="no segments"):
         sequence_diagram(conv, start=500)
+
+
+@needs_network
+@needs_nft
+def test_a_loss_across_a_slow_link_holds_the_messages_behind_it(network) -> None:
+    """Across a link with 50 ms of delay each way, the server's firewall drops one data segment as it
+    arrives (after the router wrote it to b's capture): the capture shows it sent, the segments held
+    behind it, the server's duplicate ACKs, and the retransmission a round trip later, which releases
+    the messages."""
+    from chatlab.client import ChatClient
+    from chatlab.limits import Limits
+
+    a, b = network.host("a"), network.host("b")
+    network.link(a, b, delay=0.05)
+    server = b.start_server("threads", limits=Limits(rate_limit=0))
+    port = server.address[1]
+    b.nft(f"table inet lab {{\n chain input {{\n type filter hook input priority 0\n"
+          f" tcp dport {port} ip length > 120 numgen inc mod 1000 == 1 drop\n }}\n}}\n")
+    with Capture("eth0", port=port, netns=b.namespace) as cap:  # b's wire, as the router delivers to it
+        ada = a.call(ChatClient, b.address, port, name="ada")
+        for i in range(4):
+            ada.say(f"message {i} " + "x" * 80)  # back to back: they leave in flight together
+        for i in range(4):
+            ada.wait_for(lambda m: m.get("type") == "message" and m.get("text", "").startswith(f"message {i} "))
+        ada.close()
+        assert cap.wait(lambda ps: conversation(ps, port).closed == "FIN both ways" and ps[-1].tcp.flags == 0x10)
+    c = conversation(cap.packets, port)
+    lost = next(s for s in c.segments if s.presumed_lost)
+    fill = next(s for s in c.segments if s.retransmission)
+    assert lost.direction == fill.direction == CLIENT and (lost.seq, lost.length) == (fill.seq, fill.length)
+    held = [s for s in c.segments if s.held]
+    assert held and all(lost.t < s.t < fill.t for s in held)
+    assert any(s.duplicate_ack or s.sack for s in c.segments if s.direction == SERVER and s.t < fill.t)
+    assert fill.t - lost.t > 0.09  # a round trip at least: the receiver had to ask, the sender to resend
+    assert fill.messages[0].startswith("say 'message 1") and len(fill.messages) == 1 + len(held)
+    said = [text for _, d, text in c.messages() if d == CLIENT and text.startswith("say")]
+    assert [text[:15] for text in said] == [f"say 'message {i} " for i in range(4)]

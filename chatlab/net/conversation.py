@@ -50,8 +50,8 @@ from .pcap import LINKTYPE_RAW
 DELAYED_ACK = 0.015
 #: Duplicate ACKs after which a sender retransmits without waiting for its timer (RFC 5681).
 FAST_RETRANSMIT_DUP_ACKS = 3
-#: Longest a message text is shown.
-TEXT_WIDTH = 48
+#: Longest the text of what a segment carried is shown (all its messages together).
+TEXT_WIDTH = 60
 
 CLIENT, SERVER = 0, 1  # a segment's direction: sent by the client (the end that sent the first SYN), or back
 
@@ -103,9 +103,11 @@ class Segment:
         """What it carried, in words: the messages, or "part of a message"."""
         if self.held:
             return "(held: the bytes before it are missing)"
-        parts = [("again: " if self.again else "") + _short(m, width) for m in self.messages]
-        if len(parts) > 3:  # keep a label to one line: the first, the last, and how many between
-            parts = [parts[0], f"... {len(parts) - 2} more ...", parts[-1]]
+        messages = [("again: " if self.again else "") + m for m in self.messages]
+        if len(messages) > 3:  # keep a label to one line: the first, the last, and how many between
+            messages = [messages[0], f"... {len(messages) - 2} more ...", messages[-1]]
+        each = max(16, (width - 2 * (len(messages) - 1)) // max(len(messages), 1))  # all of it within `width`
+        parts = [_short(m, each) for m in messages]
         if self.partial:
             parts.append("(part of a message)" if not parts else "+ start of the next")
         return "; ".join(parts)
@@ -292,9 +294,22 @@ def conversations(packets: Iterable[Packet], lost: Iterable[Any] = ()) -> list[C
 
         conversations(read_packets(net.pcap(a)), lost=net.drops())
     """
-    dropped = [(p if isinstance(p, Packet) else parse(p.data, LINKTYPE_RAW, p.ts), True) for p in lost]
-    everything = sorted([(p, False) for p in packets] + dropped, key=lambda item: item[0].ts) if dropped else \
-        [(p, False) for p in packets]
+    packets = list(packets)
+    dropped = [p if isinstance(p, Packet) else parse(p.data, LINKTYPE_RAW, p.ts) for p in lost]
+    # A capture taken before the drop (on the sender's wire) holds the dropped packet too: mark that
+    # copy lost rather than add the drop a second time.  The TCP bytes are the same (a router changes
+    # only the IP header: its TTL and checksum); the copy is the last one captured before the drop.
+    marked: set[int] = set()
+    extra = []
+    for drop in dropped:
+        key = _same_segment(drop)
+        copies = [i for i, p in enumerate(packets) if i not in marked and p.ts <= drop.ts and _same_segment(p) == key]
+        if key is not None and copies:
+            marked.add(copies[-1])
+        else:
+            extra.append(drop)
+    everything = sorted([(p, i in marked) for i, p in enumerate(packets)] + [(p, True) for p in extra],
+                        key=lambda item: item[0].ts)
     found: list[Conversation] = []
     current: dict[frozenset, _Reader] = {}
     readers: list[_Reader] = []
@@ -315,6 +330,15 @@ def conversations(packets: Iterable[Packet], lost: Iterable[Any] = ()) -> list[C
     for reader in readers:  # second pass: the bytes that arrived, put in order and cut into messages
         reader.decode()
     return found
+
+
+def _same_segment(packet: Packet) -> tuple | None:
+    """What identifies one TCP segment whatever router it crossed: ends, numbers, flags, options, payload."""
+    tcp = packet.tcp
+    if tcp is None or packet.ip is None:
+        return None
+    return (packet.ip.src, packet.ip.dst, tcp.src_port, tcp.dst_port, tcp.seq, tcp.ack, tcp.flags, tcp.window,
+            tcp.options, tcp.payload)
 
 
 def conversation(packets: Iterable[Packet], port: int | None = None, lost: Iterable[Any] = ()) -> Conversation:
@@ -460,10 +484,12 @@ class _Reader:
                 s.notes.append(f"duplicate ACK #{s.duplicate_ack}")
             elif s.ack > self.acked[d]:
                 self.dup_acks[d] = 0
-                # The earliest data segment this ACK is the first to acknowledge: when did it pass?
+                # The latest data segment this ACK is the first to acknowledge: when did it pass?  (The
+                # latest: after a hole, the segments held behind it could not be acknowledged before the
+                # retransmission that fills it came.)
                 times = [t for end, t in self.data_times[other] if self.acked[d] < end <= s.ack]
                 if times:
-                    waited = now - min(times) - self.conv.rtt_to[d]
+                    waited = now - max(times) - self.conv.rtt_to[d]
                     if waited > DELAYED_ACK:
                         s.delayed_ack = waited
                         s.notes.append(f"delayed ACK ({waited * 1000:.0f} ms)")
