@@ -317,7 +317,8 @@ def _describe_impairment(impairment: Any) -> str:
     if impairment.jitter:
         parts.append(f"±{impairment.jitter * 1000:g} ms")
     if impairment.loss:
-        parts.append(f"{impairment.loss * 100:g} % loss" + (f" (bursts of {impairment.burst:g})" if impairment.burst > 1 else ""))
+        bursts = f" (bursts of {impairment.burst:g})" if impairment.burst > 1 else ""
+        parts.append(f"{impairment.loss * 100:g} % loss{bursts}")
     if impairment.duplicate:
         parts.append(f"{impairment.duplicate * 100:g} % duplicated")
     if impairment.reorder:
@@ -356,7 +357,8 @@ def network_map(network: Any, title: str = "The lab's network", on: str = "") ->
         ax.plot([xa, xb], [ya, yb], color=COLOURS["received"], linestyle="--", linewidth=1, zorder=0)
         ways = [(link.a.name, link.b.name), (link.b.name, link.a.name)]
         said = [_describe_impairment(link.impairments[w]) for w in ways]
-        text = said[0] if said[0] == said[1] else "\n".join(f"{a}→{b}: {s or 'as is'}" for (a, b), s in zip(ways, said))
+        text = said[0] if said[0] == said[1] else \
+            "\n".join(f"{a}→{b}: {s or 'as is'}" for (a, b), s in zip(ways, said))
         if text:
             ax.text((xa + xb) / 2, (ya + yb) / 2 + 0.08, text, fontsize=7.5, ha="center", va="bottom",
                     color="tab:brown", zorder=4,

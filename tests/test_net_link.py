@@ -153,7 +153,8 @@ def test_one_hop_less_stops_a_packet_whose_ttl_runs_out_and_counts_ipv6_hops() -
 
 
 def test_destination_reads_the_address_of_either_version() -> None:
-    assert destination(ipv4_header(64, random.Random(2))[:16] + bytes([10, 0, 0, 2]) + bytes(40)) == bytes([10, 0, 0, 2])
+    v4 = ipv4_header(64, random.Random(2))[:16] + bytes([10, 0, 0, 2]) + bytes(40)
+    assert destination(v4) == bytes([10, 0, 0, 2])
     v6 = bytes([0x60]) + bytes(23) + bytes(15) + b"\x02"
     assert destination(v6) == bytes(15) + b"\x02"
     assert destination(b"\x00" * 40) is None and destination(b"\x45") is None

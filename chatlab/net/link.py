@@ -224,5 +224,5 @@ class Direction:
         return Fate(times, None, waiting)
 
     def stats(self, now: float) -> dict[str, int]:
-        """What happened so far: packets, delivered, lost, queue full, reordered, duplicated; the queue now and at most."""
+        """What happened so far: packets, delivered, lost, queue full, reordered, duplicated; the queue (now, most)."""
         return {**self.counts, "queued": self.queued(now), "max_queued": self.max_queued}

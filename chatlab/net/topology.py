@@ -183,9 +183,11 @@ class Network(Instrument):
         try:
             if capture:
                 parts.temporary = captures is None
-                parts.captures = Path(captures) if captures else Path(tempfile.mkdtemp(prefix=f"chatlab-net-{self.token}-"))
+                folder = captures or tempfile.mkdtemp(prefix=f"chatlab-net-{self.token}-")
+                parts.captures = Path(folder)
                 parts.captures.mkdir(parents=True, exist_ok=True)
-            parts.record.data.update(captures=str(parts.captures) if parts.captures else None, temporary=parts.temporary)
+            parts.record.data.update(captures=str(parts.captures) if parts.captures else None,
+                                     temporary=parts.temporary)
             parts.record.save()
             self._start_router(str(seed))
         except BaseException:
