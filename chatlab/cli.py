@@ -188,12 +188,10 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark, text_report
+    from .bench.progress import ProgressBar
 
-    def progress(record: dict) -> None:
-        what = ", ".join(f"{k}={record[k]}" for k in ("receivers", "connections", "notices") if k in record)
-        state = "ok" if record.get("completed") else record.get("skipped") or record.get("error") or "cut short"
-        print(f"  {record['target']:<10} {record['scenario']:<8} {what:<24} {record['wall_s']:6.1f} s  {state}",
-              file=sys.stderr, flush=True)
+    # A bar on stderr (each finished run listed above it), so that stdout keeps only the report.
+    progress = ProgressBar("chatlab bench", log=True)
 
     split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None
     try:
@@ -210,6 +208,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"(written to {args.json})")
     return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from .net import capture
+
+    if args.read:
+        return capture.show_file(args.read)
+    return capture.run(args.interface, None if args.all else args.port, args.host, args.write, args.count,
+                       args.duration, args.netns, args.quiet)
+
+
+def add_capture_parser(sub: argparse._SubParsersAction) -> None:
+    capture = sub.add_parser("capture", help="capture a chat's packets (a raw socket: needs root), or read a capture",
+                             description="Capture packets on an interface into a pcap file (Wireshark reads it), "
+                                         "printing each one; or, with --read, show a capture's packets and TCP "
+                                         "conversations.")
+    capture.add_argument("-i", "--interface", default="lo", help="interface (default %(default)s; 'any': all of them)")
+    capture.add_argument("--port", type=int, default=DEFAULT_PORT,
+                         help="keep packets from or to this TCP or UDP port (default %(default)s)")
+    capture.add_argument("--all", action="store_true", help="keep every packet, whatever its port")
+    capture.add_argument("--host", help="keep packets from or to this IP address")
+    capture.add_argument("-c", "--count", type=int, help="stop after this many packets")
+    capture.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    capture.add_argument("-w", "--write", default="chatlab-capture.pcap", metavar="FILE",
+                         help="the pcap file to write (default %(default)s)")
+    capture.add_argument("--netns", metavar="NAME", help="capture in this network namespace (a lab host)")
+    capture.add_argument("-q", "--quiet", action="store_true", help="do not print each packet")
+    capture.add_argument("-r", "--read", metavar="FILE", help="show the packets and conversations of a pcap file")
+    capture.set_defaults(func=cmd_capture)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import main as doctor
+
+    return doctor(args.address, args.port, args.tls, args.cafile, args.timeout)
+
+
+def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
+    from .doctor import CONNECT_TIMEOUT
+
+    doctor = sub.add_parser(
+        "doctor", help="why a connection fails: try it step by step and say what to do",
+        description="Connect to a chat server the way a client does -- name, TCP handshake, banner, ping -- and "
+                    "say in plain words what went wrong and what to do next; or, with --port N, check a port "
+                    "before serving on it (which process holds it). Exit status: 0 a chatlab server answered, "
+                    "1 a problem was found, 3 (--port) the port is free.")
+    doctor.add_argument("address", nargs="?", type=parse_address, default=None, metavar="HOST[:PORT]",
+                        help=f"the server to check (default {DEFAULT_HOST}:{DEFAULT_PORT})")
+    doctor.add_argument("--tls", action="store_true", help="connect with TLS, as 'chatlab chat --tls' does")
+    doctor.add_argument("--cafile", help="trust this certificate authority (the lab's ca.pem); implies --tls")
+    doctor.add_argument("--port", type=int, help="check this port before serving on it: free, or held by whom")
+    doctor.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, metavar="SECONDS",
+                        help="how long to wait for the TCP handshake (default %(default)s)")
+    doctor.set_defaults(func=cmd_doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .course.cli import add_parsers as add_course_parsers
 
     add_course_parsers(sub)
+    # The network lab's housekeeping: `chatlab net list/clean/bench`.
+    from .net.cli import add_parsers as add_net_parsers
+
+    add_net_parsers(sub)
+    add_capture_parser(sub)
+    add_doctor_parser(sub)
     bench = sub.add_parser("bench", help="measure the server models against a naive server and Redis")
     bench.add_argument("--size", choices=["tiny", "small", "full"], default="small",
                        help="tiny: seconds (proves it works); small: a minute or two; full: docs/performance.md "

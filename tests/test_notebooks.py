@@ -3,13 +3,23 @@
 Whoever wrote it, a notebook must: be committed clean (valid nbformat 4,
 no outputs, no execution counts, the python3 kernel, a parameters cell at
 the top); run without an error; draw at least one figure of what it
-measured; and leave no chatlab thread or lab instrument running when its
-last cell is done.
+measured, and no empty one; print no figure that is NaN; and leave no
+chatlab thread or lab instrument running when its last cell is done --
+except what it names in ``KEEP_RUNNING`` on purpose (notebook 00 keeps a
+server for the student to join, until they stop it).
+
+An experiment that measured nothing must fail here, not draw an empty axis
+and print "nan ms" under a sentence about what it showed.  So a cell run
+before the notebook's own (``WATCH_PLOTS``) wraps matplotlib's plotting
+methods and notes every call given an empty series, and a cell run after
+them asserts there was none; and every printed output is searched for NaN
+and for numpy's RuntimeWarnings (the sign of a mean of nothing).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -23,18 +33,62 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CELL_TIMEOUT = 90  # seconds for any one cell; a hung server fails the cell that waited on it
 
-# Run after the notebook's own cells, in the same kernel: the notebook must
-# have stopped everything it started (a short grace for threads that are
-# already on their way out).
+# Run before the notebook's own cells, in the same kernel: every plotting
+# call that is handed an empty series is noted (with the cell it ran in).
+WATCH_PLOTS = """
+import matplotlib.axes as _mpl_axes
+_EMPTY_PLOTS = []
+
+def _chatlab_watch(_method, _data):
+    _original = getattr(_mpl_axes.Axes, _method)
+
+    def _watched(self, *args, **kwargs):
+        for _i, _key in enumerate(_data):
+            _value = args[_i] if _i < len(args) else kwargs.get(_key)
+            if _value is None or isinstance(_value, str):
+                continue
+            try:
+                _parts = list(_value) if _method == "hist" and len(_value) and hasattr(_value[0], "__len__") else [_value]
+                _empty = [_j for _j, _part in enumerate(_parts) if len(_part) == 0]
+            except TypeError:  # a scalar: not a series
+                continue
+            for _j in _empty:
+                _label = kwargs.get("label")
+                _label = _label[_j] if isinstance(_label, (list, tuple)) else _label
+                _EMPTY_PLOTS.append(f"In [{get_ipython().execution_count}]: {_method}() got an empty {_key}"
+                                    + (f" for the series {_label!r}" if _label else ""))
+        return _original(self, *args, **kwargs)
+
+    setattr(_mpl_axes.Axes, _method, _watched)
+
+for _method, _data in {"plot": ("x", "y"), "scatter": ("x", "y"), "bar": ("x", "height"), "barh": ("y", "width"),
+                       "hist": ("x",), "step": ("x", "y"), "fill_between": ("x", "y1"), "errorbar": ("x", "y"),
+                       "imshow": ("X",), "boxplot": ("x",)}.items():
+    _chatlab_watch(_method, _data)
+"""
+
+# Run after the notebook's own cells, in the same kernel: nothing plotted was
+# empty, and the notebook stopped everything it started (a short grace for
+# threads already on their way out) -- but what it keeps on purpose, which
+# the student would stop, and which is stopped here first.
 LEFTOVERS_CHECK = """
 import sys, threading, time
+assert not _EMPTY_PLOTS, "plots of nothing (an experiment that measured nothing?): " + "; ".join(_EMPTY_PLOTS)
+_kept = list(globals().get("KEEP_RUNNING", ()))
+_running = sys.modules["chatlab.lab"].running() if "chatlab.lab" in sys.modules else []
+_unexpected = [i for i in _running if not any(i is k for k in _kept)]
+assert not _unexpected, f"the notebook left these instruments running: {_unexpected}"
+for _instrument in _kept:
+    _instrument.stop()  # what the student does when they are done with it
 _deadline = time.monotonic() + 2
 while time.monotonic() < _deadline and any(t.name.startswith("chatlab") for t in threading.enumerate()):
     time.sleep(0.05)
 _left = sorted(t.name for t in threading.enumerate() if t.name.startswith("chatlab"))
-_running = sys.modules["chatlab.lab"].running() if "chatlab.lab" in sys.modules else []
-assert not _left and not _running, f"the notebook left these running: threads {_left}, instruments {_running}"
+assert not _left, f"the notebook left these threads running: {_left}"
 """
+
+# A figure printed as NaN (numpy's mean of an empty list) or inf, as a word of its own.
+NOT_A_NUMBER = re.compile(r"(?<![\w.])-?(nan|inf)(?![\w(])", re.IGNORECASE)
 
 
 def ids(path: Path) -> str:
@@ -68,6 +122,7 @@ def execute(path: Path, parameters: dict[str, object] | None = None):
     if parameters:
         cell = next(c for c in nb.cells if c.cell_type == "code")
         cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
+    nb.cells.insert(0, nbformat.v4.new_code_cell(WATCH_PLOTS))
     nb.cells.append(nbformat.v4.new_code_cell(LEFTOVERS_CHECK))
     # The inline backend draws PNGs into the notebook and never opens a window.
     env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1")
@@ -83,11 +138,27 @@ def figures(nb) -> int:
                for cell in nb.cells if cell.cell_type == "code" for output in cell.outputs)
 
 
+def not_numbers(nb) -> list[str]:
+    """Printed lines that report a figure as NaN or inf, or carry a numpy RuntimeWarning."""
+    found = []
+    for index, cell in enumerate(nb.cells[1:-1]):  # the notebook's own cells, not the two added
+        if cell.cell_type != "code":
+            continue
+        for output in cell.outputs:
+            text = output.get("text") or output.get("data", {}).get("text/plain") or ""
+            for line in (text if isinstance(text, str) else "".join(text)).splitlines():
+                if NOT_A_NUMBER.search(line) or "RuntimeWarning" in line:
+                    found.append(f"cell {index}: {line.strip()[:200]}")
+    return found
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_runs_headless_and_draws(path: Path):
     nb, seconds = execute(path)  # an error in any cell raises CellExecutionError, with the cell and traceback
     assert figures(nb) >= 1, f"{path.name} ran but drew no figure"
+    unmeasured = not_numbers(nb)
+    assert not unmeasured, f"{path.name} printed figures that are not numbers:\n" + "\n".join(unmeasured)
     print(f"{path.name}: {seconds:.1f} s, {figures(nb)} figures")
 
 

@@ -18,12 +18,13 @@ The pieces, each readable on its own:
 * ``serve``     -- a chatlab model as the benchmark runs it (limits off, quiet log);
 * ``procstat``  -- a process's CPU time and memory, from ``/proc``;
 * ``scenarios`` -- sizes, scenarios, and running each one;
-* ``report``    -- tables, ratios to naive and Redis, and the targets' verdicts.
+* ``report``    -- tables, ratios to naive and Redis, and the targets' verdicts;
+* ``progress``  -- a progress bar over the runs (tqdm), for terminals and notebooks.
 
 From Python (a notebook)::
 
     from chatlab.bench import run_benchmark
-    result = run_benchmark("tiny", targets=["selectors", "naive"])
+    result = run_benchmark("tiny", targets=["selectors", "naive"], progress=ProgressBar())
     result["records"]   # one dict per run
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .progress import ProgressBar
 from .report import text_report
 
 
@@ -39,7 +41,9 @@ def run_benchmark(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
     Arguments: ``size`` ("tiny", "small", "full", or a ``scenarios.Size``),
     ``targets``, ``scenarios``, ``receivers``, ``messages``, ``progress``
-    (called with each record), ``repeats``.
+    (called with each record; given a ``planned`` method too, as
+    ``progress.ProgressBar`` has, it is first told how many runs there will
+    be), ``repeats``.
     """
     # Imported here, not above: ``python -m chatlab.bench.loadgen`` (and
     # ``.serve``) must not find their module half-imported by this package.
@@ -48,4 +52,4 @@ def run_benchmark(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return run(*args, **kwargs)
 
 
-__all__ = ["run_benchmark", "text_report"]
+__all__ = ["ProgressBar", "run_benchmark", "text_report"]
