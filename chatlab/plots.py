@@ -19,13 +19,15 @@ the client and the tests of the core run without it.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .lab import CLOSED, CONNECT_STARTED, CONNECTED, RECEIVED, REGISTERED, SENT, Recorder, describe, percentile
+
+T = TypeVar("T")
 
 # One colour per meaning, the same in every plot.
 COLOURS = {"sent": "tab:blue", "received": "tab:orange", "link": "0.75", "registered": "tab:green",
@@ -36,7 +38,7 @@ class NoData(ValueError):
     """A plot was asked to draw a series that holds nothing, or a value that is NaN."""
 
 
-def measured(values: Sequence[float], what: str) -> list[float]:
+def measured(values: Sequence[T], what: str) -> list[T]:
     """``values`` as a list, refused if empty or if any is NaN (``what`` names it in the error)."""
     values = list(values)
     if not values:

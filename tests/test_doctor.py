@@ -224,13 +224,13 @@ def test_a_server_on_loopback_only_dialled_from_another_host(network) -> None:
     done = doctor(f"{b.address}:{server.port}", host=a)
     assert done.returncode == 1
     assert "refused" in done.stdout and "--host 0.0.0.0" in done.stdout
-    assert f"it probably listens on 127.0.0.1 only" in done.stdout
+    assert "it probably listens on 127.0.0.1 only" in done.stdout
     # On b itself, dialling its own network address: the doctor sees the listener on 127.0.0.1, and names it.
     done = doctor(f"{b.address}:{server.port}", host=b)
     assert done.returncode == 1
     assert f"a server listens on 127.0.0.1:{server.port} only, the loopback address" in done.stdout
     assert f"PID {server.pid} (" in done.stdout
-    assert f"restart the server with --host 0.0.0.0" in done.stdout
+    assert "restart the server with --host 0.0.0.0" in done.stdout
 
 
 @needs_network

@@ -341,8 +341,9 @@ def run_benchmark(
     if limit < wanted:
         notes.append(f"open-file limit {limit} (below the {wanted} wanted): the largest scale runs may fail")
     runs = plan(config, chosen, scenarios, receivers, messages)
-    if hasattr(progress, "planned"):  # a progress bar (progress.ProgressBar) wants to know how far it goes
-        progress.planned(len(runs))
+    planned = getattr(progress, "planned", None)
+    if planned is not None:  # a progress bar (progress.ProgressBar) wants to know how far it goes
+        planned(len(runs))
     about = machine()
     started = time.monotonic()
     records = run_all(runs, config, progress)

@@ -62,7 +62,7 @@ class Instrument:
     def _unregister(self) -> None:
         _live.discard(self)
 
-    def stop(self) -> None:  # pragma: no cover - every instrument defines it
+    def stop(self) -> object:  # pragma: no cover - every instrument defines it
         raise NotImplementedError
 
     def __enter__(self):

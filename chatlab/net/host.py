@@ -43,6 +43,8 @@ OUTPUT_LINES = 2000
 #: Seconds a child process has to stop after SIGTERM before it is killed.
 STOP_GRACE = 5.0
 
+Socket = socket.socket  # (a Host has a method called socket)
+
 
 class Process(Instrument):
     """A command running on a host (``ip netns exec``), its output kept line by line (stdout and stderr)."""
@@ -187,11 +189,11 @@ class Host:
         """Have the network stop ``thing`` (anything with ``stop()``) when it stops; returns ``thing``."""
         return self._keep(thing)
 
-    def socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    def socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> Socket:
         """A new socket on this host (not yet bound or connected)."""
         return self.call(socket.socket, family, kind)
 
-    def connect(self, address: tuple[str, int], timeout: float = TIMEOUT) -> socket.socket:
+    def connect(self, address: tuple[str, int], timeout: float = TIMEOUT) -> Socket:
         """A TCP connection from this host to ``address`` (``socket.create_connection``, run here)."""
         return self.call(socket.create_connection, address, timeout)
 

@@ -258,10 +258,11 @@ def serve(router: Router, control: socket.socket) -> None:
         # their timeout in whole milliseconds, select() in microseconds.
         due = router.next_due()
         timeout = None if due is None else max(0.0, due - time.monotonic() - EARLY)
-        readable, _, _ = select.select([*router.by_fd, control], [], [], timeout)
+        waiting: list[int | socket.socket] = [*router.by_fd, control]
+        readable, _, _ = select.select(waiting, [], [], timeout)
         now = time.monotonic()
         for ready in readable:
-            if ready is not control:
+            if isinstance(ready, int):
                 read_packets(router, router.by_fd[ready], now, BATCH)
         if control in readable:
             # Whatever a host sent before the network asked is already

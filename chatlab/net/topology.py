@@ -209,7 +209,7 @@ class Network(Instrument):
                 start_new_session=True)
         finally:
             theirs.close()
-            if log is not subprocess.DEVNULL:
+            if not isinstance(log, int):  # a file, not DEVNULL
                 log.close()
         parts.control = ours
         ours.settimeout(TIMEOUT)
@@ -311,7 +311,7 @@ class Network(Instrument):
         name = getattr(host, "name", host)
         if name not in self.hosts:
             raise ValueError(f"no host {name!r} in this network (hosts: {', '.join(self.hosts) or 'none yet'})")
-        return self.hosts[name]  # type: ignore[index]
+        return self.hosts[name]
 
     # ------------------------------------------------------------ what happened
 

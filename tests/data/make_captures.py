@@ -77,7 +77,6 @@ def lines_ipv6(host, path: Path) -> None:
             sock.sendall(b"two pie")  # one line, cut in two segments
             assert cap.wait(lambda ps: any(p.payload == b"two pie" for p in ps))
             sock.sendall(b"ces\nand a second line\n")
-            port = server.address[1]
 
             assert cap.wait(lambda ps: acked(ps, b"second line\n"))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
