@@ -164,3 +164,47 @@ def test_chatlab_net_clean_removes_leftovers_and_spares_live_networks() -> None:
             owner.stdin.close()
             netns.delete(stray)
             netns.clean()
+
+
+@pytest.mark.timeout(120)
+def test_interrupting_or_restarting_a_kernel_removes_its_networks() -> None:
+    """What a student does: interrupt a cell inside ``with Network()``, then restart the kernel."""
+    jupyter_client = pytest.importorskip("jupyter_client.manager")
+    km, kc = jupyter_client.start_new_kernel(kernel_name="python3")
+
+    def output_of(msg_id: str, timeout: float = 30) -> str:
+        while True:
+            msg = kc.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                return msg["content"]["text"]
+
+    def reply_to(msg_id: str, timeout: float = 30) -> dict:
+        while True:
+            msg = kc.get_shell_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg["content"]
+
+    try:
+        kept = kc.execute("from chatlab import net\nn = net.Network()\nn.host('a')\nprint(n.token, flush=True)")
+        kept_token = output_of(kept).strip()
+        assert reply_to(kept)["status"] == "ok" and len(ours(kept_token)) == 1
+
+        running = kc.execute("import time\nwith net.Network() as m:\n    m.host('a'); m.host('b')\n"
+                             "    print(m.token, flush=True)\n    time.sleep(60)")
+        interrupted_token = output_of(running).strip()
+        assert len(ours(interrupted_token)) == 2
+        km.interrupt_kernel()  # the stop button
+        reply = reply_to(running)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        assert ours(interrupted_token) == [], "the interrupted with-block left its hosts"
+        assert len(ours(kept_token)) == 1, "the network made without 'with' lives on with the kernel"
+
+        km.restart_kernel(now=False)  # Kernel -> Restart: the old kernel exits (atexit), a new one starts
+        deadline = time.monotonic() + 20
+        while ours(kept_token) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the old kernel is exiting in its own time
+        assert ours(kept_token) == [], "the restarted kernel's network is still there"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        netns.clean()
