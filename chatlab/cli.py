@@ -225,6 +225,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    from .net import capture
+
+    if args.read:
+        return capture.show_file(args.read)
+    return capture.run(args.interface, None if args.all else args.port, args.host, args.write, args.count,
+                       args.duration, args.netns, args.quiet)
+
+
+def add_capture_parser(sub: argparse._SubParsersAction) -> None:
+    capture = sub.add_parser("capture", help="capture a chat's packets (a raw socket: needs root), or read a capture",
+                             description="Capture packets on an interface into a pcap file (Wireshark reads it), "
+                                         "printing each one; or, with --read, show a capture's packets and TCP "
+                                         "conversations.")
+    capture.add_argument("-i", "--interface", default="lo", help="interface (default %(default)s; 'any': all of them)")
+    capture.add_argument("--port", type=int, default=DEFAULT_PORT,
+                         help="keep packets from or to this TCP or UDP port (default %(default)s)")
+    capture.add_argument("--all", action="store_true", help="keep every packet, whatever its port")
+    capture.add_argument("--host", help="keep packets from or to this IP address")
+    capture.add_argument("-c", "--count", type=int, help="stop after this many packets")
+    capture.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    capture.add_argument("-w", "--write", default="chatlab-capture.pcap", metavar="FILE",
+                         help="the pcap file to write (default %(default)s)")
+    capture.add_argument("--netns", metavar="NAME", help="capture in this network namespace (a lab host)")
+    capture.add_argument("-q", "--quiet", action="store_true", help="do not print each packet")
+    capture.add_argument("-r", "--read", metavar="FILE", help="show the packets and conversations of a pcap file")
+    capture.set_defaults(func=cmd_capture)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import main as doctor
+
+    return doctor(args.address, args.port, args.tls, args.cafile, args.timeout)
+
+
+def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
+    from .doctor import CONNECT_TIMEOUT
+
+    doctor = sub.add_parser(
+        "doctor", help="why a connection fails: try it step by step and say what to do",
+        description="Connect to a chat server the way a client does -- name, TCP handshake, banner, ping -- and "
+                    "say in plain words what went wrong and what to do next; or, with --port N, check a port "
+                    "before serving on it (which process holds it). Exit status: 0 a chatlab server answered, "
+                    "1 a problem was found, 3 (--port) the port is free.")
+    doctor.add_argument("address", nargs="?", type=parse_address, default=None, metavar="HOST[:PORT]",
+                        help=f"the server to check (default {DEFAULT_HOST}:{DEFAULT_PORT})")
+    doctor.add_argument("--tls", action="store_true", help="connect with TLS, as 'chatlab chat --tls' does")
+    doctor.add_argument("--cafile", help="trust this certificate authority (the lab's ca.pem); implies --tls")
+    doctor.add_argument("--port", type=int, help="check this port before serving on it: free, or held by whom")
+    doctor.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, metavar="SECONDS",
+                        help="how long to wait for the TCP handshake (default %(default)s)")
+    doctor.set_defaults(func=cmd_doctor)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatlab", description="A teaching lab kit for TCP socket programming: a multi-client chat."
@@ -291,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .net.cli import add_parsers as add_net_parsers
 
     add_net_parsers(sub)
+    add_capture_parser(sub)
+    add_doctor_parser(sub)
     bench = sub.add_parser("bench", help="measure the server models against a naive server and Redis")
     bench.add_argument("--size", choices=["tiny", "small", "full"], default="small",
                        help="tiny: seconds (proves it works); small: a minute or two; full: docs/performance.md "

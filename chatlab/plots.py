@@ -304,3 +304,97 @@ def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], columns: Seq
     if all(float(value).is_integer() for value in cells):
         whole_numbers(bar.ax.yaxis)
     return titled(fig, title, on)
+
+
+# --------------------------------------------------------------- the network lab
+
+
+def _describe_impairment(impairment: Any) -> str:
+    """``25 ms, 1 % loss, 2 Mbit/s`` -- the settings of one direction of a link that are not the defaults."""
+    parts = []
+    if impairment.delay:
+        parts.append(f"{impairment.delay * 1000:g} ms")
+    if impairment.jitter:
+        parts.append(f"±{impairment.jitter * 1000:g} ms")
+    if impairment.loss:
+        bursts = f" (bursts of {impairment.burst:g})" if impairment.burst > 1 else ""
+        parts.append(f"{impairment.loss * 100:g} % loss{bursts}")
+    if impairment.duplicate:
+        parts.append(f"{impairment.duplicate * 100:g} % duplicated")
+    if impairment.reorder:
+        parts.append(f"{impairment.reorder * 100:g} % reordered")
+    if impairment.rate:
+        parts.append(f"{impairment.rate / 1e6:g} Mbit/s, queue {impairment.queue}")
+    return ", ".join(parts)
+
+
+def network_map(network: Any, title: str = "The lab's network", on: str = "") -> Figure:
+    """The router in the middle, every host around it with its addresses; each shaped path labelled.
+
+    Every host's ``eth0`` is wired to the router (grey spokes); a link made
+    with ``network.link(a, b, ...)`` is drawn as a dashed line between the
+    two hosts with its settings, each way.
+    """
+    import math
+
+    hosts = list(network.hosts.values())
+    fig, ax = plt.subplots(figsize=(9, 6.2 if len(hosts) > 2 else 4.2))
+    places = {}
+    for i, host in enumerate(hosts):
+        angle = math.pi / 2 - 2 * math.pi * i / max(len(hosts), 1) if len(hosts) > 2 else math.pi * i
+        places[host.name] = (math.cos(angle), 0.8 * math.sin(angle))
+    for host in hosts:
+        x, y = places[host.name]
+        ax.plot([0, x], [0, y], color=COLOURS["link"], linewidth=3, zorder=1)
+        ax.text(x * 0.55, y * 0.55, "eth0", fontsize=7, color="0.4", ha="center", va="center",
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"})
+        ax.text(x, y, f"{host.name}\n{host.address}\n{host.address6}", ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "round,pad=0.4", "facecolor": "#e8f0fb", "edgecolor": COLOURS["sent"]}, zorder=3)
+    ax.text(0, 0, "router\n(chatlab.net.router)", ha="center", va="center", fontsize=9, fontweight="bold",
+            bbox={"boxstyle": "round,pad=0.5", "facecolor": "#fdf0e0", "edgecolor": COLOURS["received"]}, zorder=3)
+    for link in network.links.values():
+        (xa, ya), (xb, yb) = places[link.a.name], places[link.b.name]
+        ax.plot([xa, xb], [ya, yb], color=COLOURS["received"], linestyle="--", linewidth=1, zorder=0)
+        ways = [(link.a.name, link.b.name), (link.b.name, link.a.name)]
+        said = [_describe_impairment(link.impairments[w]) for w in ways]
+        text = said[0] if said[0] == said[1] else \
+            "\n".join(f"{a}→{b}: {s or 'as is'}" for (a, b), s in zip(ways, said))
+        if text:
+            ax.text((xa + xb) / 2, (ya + yb) / 2 + 0.08, text, fontsize=7.5, ha="center", va="bottom",
+                    color="tab:brown", zorder=4,
+                    bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+    ax.text(0, -1.12, "grey: each host's eth0, wired to the router; dashed: a path shaped with "
+            "network.link() (one-way settings)", ha="center", va="bottom", fontsize=8, color="0.35")
+    ax.set_xlim(-1.45, 1.45)
+    ax.set_ylim(-1.15, 1.15)
+    ax.set_axis_off()
+    return titled(fig, title, on)
+
+
+def packet_times(rows: dict[str, Sequence[tuple[float, str]]], title: str, on: str,
+                 xlabel: str = "time since the first packet (s)") -> Figure:
+    """One row per story, a marker per packet at the time it crossed the wire, labelled (SYN, RST, ...)."""
+    markers = {"SYN": ("^", "tab:blue"), "SYN-ACK": ("v", "tab:green"), "RST": ("X", "tab:red"),
+               "ACK": ("o", "0.5"), "FIN": ("s", "tab:purple")}
+    fig, ax = plt.subplots(figsize=(10, 1.4 + 1.0 * len(rows)))
+    shown: set[str] = set()
+    span = max((t for events in rows.values() for t, _ in events), default=1.0) or 1.0
+    for row, (label, events) in enumerate(rows.items()):
+        ends = [t for t, _ in events] or [0.0]
+        ax.plot([0, max(ends)], [row, row], color=COLOURS["link"], linewidth=5, solid_capstyle="butt", zorder=1)
+        last, above = None, True
+        for t, kind in events:
+            marker, colour = markers.get(kind, ("D", "black"))
+            ax.scatter([t], [row], marker=marker, s=90, color=colour, zorder=3,
+                       label=kind if kind not in shown else None)
+            shown.add(kind)
+            above = not above if last is not None and t - last < 0.06 * span else True  # close: take turns
+            ax.annotate(f"{kind}\n{t:.3g} s", (t, row), xytext=(0, 10 if above else -12), textcoords="offset points",
+                        ha="center", va="bottom" if above else "top", fontsize=7.5)
+            last = t
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_ylim(len(rows) - 0.4, -0.7)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return titled(fig, title, on)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,33 @@ def test_a_process_without_privileges_raises_the_error_itself() -> None:
         pytest.skip("this process has the privileges (the tests above drop them in a child)")
     with pytest.raises(net.NetworkUnavailable, match="needs"):
         net.Network()
+
+
+RUN_NOTEBOOK = """
+import os, sys, nbclient, nbformat
+nb = nbformat.read(sys.argv[1], as_version=4)
+env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
+client = nbclient.NotebookClient(nb, timeout=90, kernel_name="python3",
+                                 resources={"metadata": {"path": os.path.dirname(sys.argv[1])}})
+client.execute(env=env)  # raises CellExecutionError if any cell fails
+for cell in nb.cells:
+    for output in cell.get("outputs", []):
+        print(output.get("text", ""), end="")
+        if "image/png" in output.get("data", {}):
+            print("[a figure]")
+"""
+
+
+@can_drop
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("name", ["11_network", "12_tcp_reliability"])
+def test_the_network_notebooks_run_without_privileges_and_say_what_they_skip(name: str) -> None:
+    pytest.importorskip("nbclient")
+    path = Path(__file__).resolve().parent.parent / "notebooks" / f"{name}.ipynb"
+    done = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", RUN_NOTEBOOK,
+                           str(path)], capture_output=True, text=True, timeout=220, env=dict(os.environ, HOME="/tmp"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "The cells that build a network will be skipped" in done.stdout and "CAP_NET_ADMIN" in done.stdout
+    assert done.stdout.count("(skipped: this cell needs the network lab") >= 4, done.stdout[-2000:]
+    if name == "12_tcp_reliability":
+        assert "[a figure]" in done.stdout, "the Mathis formula is drawn even without a network"

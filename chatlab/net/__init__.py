@@ -22,7 +22,11 @@ on each other:
   bots, sockets: ``call``) or as commands (``ip netns exec``: ``popen``,
   ``serve``); its firewall (``nft``, ``block``); ``TcpInfoSampler``;
 * ``topology`` -- ``Network``, the one class a notebook needs:
-  ``with Network() as n: a = n.host("a"); n.link(a, b, delay=0.02)``.
+  ``with Network() as n: a = n.host("a"); n.link(a, b, delay=0.02)``;
+* ``traffic`` -- ``Bulk`` and ``bulk_transfer``: one TCP connection kept
+  full between two hosts, for throughput and queues;
+* ``bench`` -- ``chatlab net bench``: the router's forwarding rate and the
+  accuracy of its delays on this machine.
 
 The packets on screen:
 
@@ -45,8 +49,10 @@ from .host import Host, Process, ServerProcess, TcpInfoSampler
 from .link import Direction, Fate, GilbertElliott, Impairment
 from .netns import NetworkUnavailable, clean, problem, require
 from .topology import Drop, Link, Network
+from .traffic import Bulk, Throughput, bulk_transfer
 
 __all__ = [
-    "Direction", "Drop", "Fate", "GilbertElliott", "Host", "Impairment", "Link", "Network", "NetworkUnavailable",
-    "Process", "ServerProcess", "TcpInfoSampler", "clean", "problem", "require",
+    "Bulk", "Direction", "Drop", "Fate", "GilbertElliott", "Host", "Impairment", "Link", "Network", "NetworkUnavailable",
+    "Process", "ServerProcess", "TcpInfoSampler", "Throughput", "bulk_transfer", "clean", "problem",
+    "require",
 ]

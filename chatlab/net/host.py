@@ -204,12 +204,16 @@ class Host:
         """
         return self._keep(self.call(LiveServer, server, host, port, limits, log))
 
-    def bot(self, address: tuple[str, int], name: str, join: bool = True, **options: Any) -> Any:
-        """A ``lab.Bot`` connected from this host (and registered as ``name`` when ``join``)."""
+    def bot(self, address: tuple[str, int], name: str, recorder: Any = None, *, join: bool = True,
+            **options: Any) -> Any:
+        """A ``lab.Bot`` connected from this host (and registered as ``name`` when ``join``).
+
+        ``recorder`` and the other options are ``lab.Bot``'s (``mode="lines"``, ...).
+        """
         from ..lab.bots import Bot
 
         def make() -> Bot:
-            bot = Bot(address, name, **options)
+            bot = Bot(address, name, recorder, **options)
             try:
                 return bot.join() if join else bot.connect()
             except BaseException:

@@ -139,6 +139,8 @@ class Direction:
         self.last_out = 0.0  # when the last packet came out (jitter must not reorder)
         self.counts: collections.Counter[str] = collections.Counter()
         self.max_queued = 0
+        self.doomed = 0  # the next this many packets are lost, whatever the settings (lose_next) ...
+        self.doomed_longer_than = 0  # ... counting only packets longer than this many bytes
         self.set(self.impairment)
 
     def set(self, impairment: Impairment) -> None:
@@ -148,6 +150,15 @@ class Direction:
             self.bursts = GilbertElliott.from_rate(impairment.loss, impairment.burst)
         else:
             self.bursts = None
+
+    def lose_next(self, count: int, longer_than: int = 0) -> None:
+        """Lose the next ``count`` packets longer than ``longer_than`` bytes, for certain.
+
+        A loss exactly where a lesson wants one.  ``longer_than`` lets the
+        small packets through (a TCP segment with no data, a bare ACK, is
+        52 bytes in IPv4), so that the loss falls on data.
+        """
+        self.doomed, self.doomed_longer_than = count, longer_than
 
     def queued(self, now: float) -> int:
         """Packets waiting for the wire (or on it, being sent) at time ``now``."""
@@ -180,6 +191,9 @@ class Direction:
         # 2. Loss on the way: independent (each packet a coin toss) or in
         # bursts (Gilbert-Elliott).  A lost packet still used the wire.
         lost = self.bursts.lose(rng) if self.bursts else (imp.loss > 0 and rng.random() < imp.loss)
+        if self.doomed and size > self.doomed_longer_than:
+            self.doomed -= 1
+            lost = True
         if lost:
             self.counts[LOST] += 1
             return Fate([], LOST, waiting)
@@ -210,5 +224,5 @@ class Direction:
         return Fate(times, None, waiting)
 
     def stats(self, now: float) -> dict[str, int]:
-        """What happened so far: packets, delivered, lost, queue full, reordered, duplicated; the queue now and at most."""
+        """What happened so far: packets, delivered, lost, queue full, reordered, duplicated; the queue (now, most)."""
         return {**self.counts, "queued": self.queued(now), "max_queued": self.max_queued}

@@ -50,6 +50,9 @@ from .pcap import LINKTYPE_RAW, PcapWriter
 MAX_PACKET = 65535
 #: Packets read from one interface before looking at the others (so one busy host cannot starve the rest).
 BATCH = 64
+#: Packets read from each interface before answering a command: more than a TUN device queues (500), so
+#: everything sent before the question is counted, yet bounded, so a flood cannot keep the answer waiting.
+DRAIN = 1024
 #: Bytes of whole packets a capture file keeps; past it, only the first HEADERS_ONLY bytes of each
 #: (the IP and TCP headers) -- a bulk transfer would otherwise fill the disk.
 CAPTURE_LIMIT = 64 << 20
@@ -207,6 +210,8 @@ class Router:
             self.add_port(message["name"], fds[0], message["addresses"])
         elif what == "link":  # {"from": "a", "to": "b", "impairment": {...}}: one direction
             self.link(message["from"], message["to"]).set(Impairment(**message["impairment"]))
+        elif what == "lose":  # {"from": "a", "to": "b", "count": 1, "longer_than": 0}: the next ones are lost
+            self.link(message["from"], message["to"]).lose_next(message["count"], message.get("longer_than", 0))
         elif what == "stats":  # also makes the captures readable up to this moment
             self.flush()
             late, total, most = self.late
@@ -235,6 +240,16 @@ class Router:
             self.drop_log.close()  # type: ignore[union-attr]
 
 
+def read_packets(router: Router, port: Port, now: float, most: int) -> None:
+    """Read the packets waiting on one interface (at most ``most``), and hand each to the router."""
+    for _ in range(most):
+        try:
+            packet = os.read(port.fd, MAX_PACKET)
+        except BlockingIOError:
+            return  # nothing more waiting on this interface
+        router.receive(port, packet, now)
+
+
 def serve(router: Router, control: socket.socket) -> None:
     """The main loop: wait for a packet, a command, or the next packet's time; then do it."""
     while True:
@@ -243,23 +258,22 @@ def serve(router: Router, control: socket.socket) -> None:
         # their timeout in whole milliseconds, select() in microseconds.
         due = router.next_due()
         timeout = None if due is None else max(0.0, due - time.monotonic() - EARLY)
-        readable, _, _ = select.select([control, *router.by_fd], [], [], timeout)
+        readable, _, _ = select.select([*router.by_fd, control], [], [], timeout)
         now = time.monotonic()
         for ready in readable:
-            if ready is control:
-                message, fds, _, _ = socket.recv_fds(control, CONTROL_MESSAGE, 1)
-                if not message:
-                    return  # the network is gone: so are we
-                answer = router.command(json.loads(message), fds, now)
-                control.send(json.dumps(answer).encode())
-                continue
-            port = router.by_fd[ready]
-            for _ in range(BATCH):
-                try:
-                    packet = os.read(port.fd, MAX_PACKET)
-                except BlockingIOError:
-                    break  # nothing more waiting on this interface
-                router.receive(port, packet, now)
+            if ready is not control:
+                read_packets(router, router.by_fd[ready], now, BATCH)
+        if control in readable:
+            # Whatever a host sent before the network asked is already
+            # waiting in a TUN device: read it all first, so that the answer
+            # (the counters, the captures) includes it.
+            for port in list(router.ports.values()):
+                read_packets(router, port, now, DRAIN)
+            message, fds, _, _ = socket.recv_fds(control, CONTROL_MESSAGE, 1)
+            if not message:
+                return  # the network is gone: so are we
+            answer = router.command(json.loads(message), fds, now)
+            control.send(json.dumps(answer).encode())
         # A sleeping process wakes up late: on this 2-core virtual machine
         # by 0.1-0.2 ms, more the longer it slept.  So the router woke EARLY
         # and waits out the last fraction of a millisecond awake, by

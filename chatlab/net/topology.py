@@ -91,6 +91,23 @@ class Link:
                 self.network._ask({"command": "link", "from": src, "to": dst, "impairment": asdict(impairment)})
         return self
 
+    def lose_next(self, count: int = 1, only: "Host | str | None" = None, longer_than: int = 0) -> "Link":
+        """Lose the next ``count`` packets (each way, or ``only`` the way from that host), whatever the settings.
+
+        A loss exactly where the lesson wants it: the next segment sent,
+        then its retransmission, and so on.  ``longer_than=100`` spares the
+        packets of 100 bytes or less, such as bare ACKs (52 bytes), so that
+        the loss falls on the next segment that carries data.
+        """
+        sender = getattr(only, "name", only)
+        if sender is not None and sender not in (self.a.name, self.b.name):
+            raise ValueError(f"{sender!r} is not an end of the link {self.a.name} - {self.b.name}")
+        for src, dst in self.impairments:
+            if sender in (None, src):
+                self.network._ask({"command": "lose", "from": src, "to": dst, "count": count,
+                                   "longer_than": longer_than})
+        return self
+
     def stats(self) -> dict[str, dict[str, int]]:
         """What each direction did: packets, delivered, lost, queue full, ..., and the queue's length now."""
         links = self.network.stats()["links"]
@@ -138,7 +155,8 @@ def _teardown(parts: _Parts) -> None:
             parts.router.wait()
     for name in parts.namespaces:
         netns.delete(name)
-    parts.record.remove()
+    if not any(os.path.exists(f"/var/run/netns/{name}") for name in parts.namespaces):
+        parts.record.remove()  # else keep it: once this process is gone, the next clean() finds them
     if parts.temporary and parts.captures:
         shutil.rmtree(parts.captures, ignore_errors=True)
 
@@ -166,9 +184,11 @@ class Network(Instrument):
         try:
             if capture:
                 parts.temporary = captures is None
-                parts.captures = Path(captures) if captures else Path(tempfile.mkdtemp(prefix=f"chatlab-net-{self.token}-"))
+                folder = captures or tempfile.mkdtemp(prefix=f"chatlab-net-{self.token}-")
+                parts.captures = Path(folder)
                 parts.captures.mkdir(parents=True, exist_ok=True)
-            parts.record.data.update(captures=str(parts.captures) if parts.captures else None, temporary=parts.temporary)
+            parts.record.data.update(captures=str(parts.captures) if parts.captures else None,
+                                     temporary=parts.temporary)
             parts.record.save()
             self._start_router(str(seed))
         except BaseException:
@@ -323,6 +343,13 @@ class Network(Instrument):
             ts, src, dst, why = line.split(" ", 3)
             drops.append(Drop(record.ts, src, dst, why, record.data))
         return drops
+
+    def where(self) -> str:
+        """What a measurement ran on, for plot titles: the lab's network, this machine, Python."""
+        import platform
+
+        return (f"the lab's network ({len(self.hosts)} hosts, a userspace router), {platform.system()} "
+                f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
 
     @property
     def captures(self) -> Path | None:
