@@ -155,7 +155,8 @@ def _teardown(parts: _Parts) -> None:
             parts.router.wait()
     for name in parts.namespaces:
         netns.delete(name)
-    parts.record.remove()
+    if not any(os.path.exists(f"/var/run/netns/{name}") for name in parts.namespaces):
+        parts.record.remove()  # else keep it: once this process is gone, the next clean() finds them
     if parts.temporary and parts.captures:
         shutil.rmtree(parts.captures, ignore_errors=True)
 
