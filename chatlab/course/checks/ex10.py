@@ -21,7 +21,7 @@ from typing import Any
 
 from ...net.packets import parse
 from ...net.pcap import LINKTYPE_RAW, read_pcap
-from ..harness import Context, check, show_bytes
+from ..harness import Context, check, diagnose, show_bytes
 
 DATA = Path(__file__).resolve().parent / "data"
 WRAP = 2**32
@@ -34,6 +34,18 @@ IP_OPTIONS = ("this header has options: it is longer than 20 bytes, so the paylo
               "(IHL * 4), not at byte 20")
 TCP_OPTIONS = ("TCP options (MSS, timestamps...) come between the 20 fixed bytes and the payload: the payload "
                "starts at the data offset, header_length, not at byte 20")
+
+FORMAT = ("the struct format says the size of each field, in order: \"!\" then B (1 byte), H (2), I (4), "
+          "4s (4 raw bytes); the IPv4 header's fixed part is 20 bytes, so is TCP's: count what yours adds up to")
+
+# What the exceptions a student's code raises usually mean (harness.diagnose).
+DIAGNOSES = [
+    diagnose(struct.error, FORMAT, where=("parse_ipv4", "parse_tcp")),
+    diagnose(KeyError, "each side's ISN is known once it has sent its first segment: note it (isn.setdefault) "
+                       "before you use it", where="follow"),
+    diagnose((TypeError, AttributeError), "parse_ipv4 returns a pair (IPv4(...), payload) and parse_tcp a TCP(...): "
+                                          "follow uses them as they are", where="follow"),
+]
 
 
 def packets(name: str) -> list[bytes]:
