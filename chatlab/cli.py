@@ -31,9 +31,24 @@ def parse_address(text: str | None, default_host: str = DEFAULT_HOST) -> tuple[s
     else:  # a bare host, IPv6 included
         host, port = text, ""
     try:
-        return host or default_host, int(port) if port else DEFAULT_PORT
+        number = int(port) if port else DEFAULT_PORT
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST[:PORT]") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port {number} in {text!r} is not a TCP port: ports go from 1 to 65535")
+    return host or default_host, number
+
+
+def listen_port(text: str) -> int:
+    """A port to listen on: 1 to 65535, or 0 for any free port the kernel picks."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a TCP port: ports go from 1 to 65535 "
+                                         "(0 lets the kernel pick a free one)")
+    return number
 
 
 def setup_logging(log_file: str | None, verbose: bool) -> None:
@@ -275,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help="address to listen on (default %(default)s: this machine only; "
                             "0.0.0.0 or :: for a classroom LAN)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+    serve.add_argument("--port", type=listen_port, default=DEFAULT_PORT,
                        help="TCP port (default %(default)s; 0 picks a free one)")
     serve.add_argument("--model", choices=sorted(MODELS), default="threads",
                        help="concurrency model (default %(default)s)")

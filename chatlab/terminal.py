@@ -78,18 +78,29 @@ class Terminal:
         self.out = out
         self.interactive = out.isatty() and sys.stdin.isatty() if interactive is None else interactive
         self.lock = threading.Lock()
+        self.reading = False  # the prompt is on screen, input() waiting: redraw it after a message
+        self.quitting = False  # the person asked to leave: nothing more to wait for
 
     def show(self, text: str) -> None:
         with self.lock:
-            if self.interactive:
+            if self.interactive and self.reading:
+                # Clear the half-typed line, print the message, redraw the prompt and what was typed.
                 typed = readline.get_line_buffer() if readline else ""
                 self.out.write(f"\r\x1b[2K{text}\n{PROMPT}{typed}")
             else:
+                # No prompt on screen (before the first, or after /quit): a plain line, so
+                # that no stray prompt is left glued to the shell's.
                 self.out.write(text + "\n")
             self.out.flush()
 
     def read(self) -> str:
-        line = input(PROMPT if self.interactive else "")
+        with self.lock:
+            self.reading = True
+        try:
+            line = input(PROMPT if self.interactive else "")
+        finally:
+            with self.lock:
+                self.reading = False
         if self.interactive:
             # Erase the line just typed: the server's copy of the message,
             # in its place in the room's order, is printed instead.
@@ -120,11 +131,14 @@ def run(host: str, port: int, name: str | None, terminal: Terminal | None = None
             except EOFError:
                 break
             if line.strip().lower() == "/quit":
+                term.quitting = True
                 break
             try:
                 _command(client, line, room, term)
-            except (OSError, ValueError) as exc:
+            except ValueError as exc:
                 term.show(f"! {exc}")
+            except OSError as exc:  # the connection, mostly: its words, not "[Errno 32]"
+                term.show(f"! {exc.strerror or exc}")
     except KeyboardInterrupt:
         pass
     finally:
@@ -159,18 +173,34 @@ def _command(client: ChatClient, line: str, room: dict[str, str], term: Terminal
         client.send({"type": "dm", "to": args[0], "text": args[1]})
     elif command == "/send" and len(args) == 2:
         target, path = args[0], Path(args[1]).expanduser()
-        data = path.read_bytes()
+        data = _read_file(path)
+        # Nothing is said here: the server answers, either that the file is
+        # ready for its recipients (file_sent) or why it is not (nobody of
+        # that name, too large...), and that answer is what is shown.
         if target.startswith("#"):
             client.send_file(data, path.name, room=target[1:])
         else:
             client.send_file(data, path.name, to=target)
-        term.show(f"* offering {path.name} ({len(data):,} bytes) to {target}")
     elif command == "/accept" and args:
         client.accept_file(args[0], wait=False)
     elif command == "/decline" and args:
         client.decline_file(args[0])
     else:
         raise ValueError(f"not understood: {line.strip()[:40]} (try /help)")
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of a file to send, or a ValueError that says plainly what is wrong."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"there is no file {path} (from the folder {Path.cwd()})") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder: /send sends one file") from None
+    except PermissionError:
+        raise ValueError(f"you may not read {path}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _register(client: ChatClient, name: str | None, term: Terminal) -> bool:
@@ -224,6 +254,8 @@ def _print_events(client: ChatClient, term: Terminal, room: dict[str, str], down
         if kind == "file_received":
             term.show(save_file(event, downloads))
             continue
+        if kind == "disconnected" and term.quitting:
+            continue  # the person left: the shell's prompt comes next, nothing more to say
         term.show(describe(event))
         if kind == "disconnected" and term.interactive:
-            term.show("* Press Enter to exit.")
+            term.show("* The connection has ended: press Enter to exit.")

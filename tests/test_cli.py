@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -196,3 +198,56 @@ def test_chat_rooms_private_messages_and_files_from_the_terminal(processes, tmp_
         assert watcher.accept_file(offer["file"]) == shared.read_bytes()
         proc.stdin.close()
         assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("args", [("serve", "--port", "99999"), ("serve", "--port", "-1"),
+                                  ("chat", "127.0.0.1:70000"), ("chat", "127.0.0.1:0"), ("chat", ":99999")])
+def test_ports_outside_the_range_are_usage_errors(args):
+    out = subprocess.run([*CHATLAB, *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "ports go from 1 to 65535" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_chat_send_says_only_what_the_server_answered(processes, tmp_path):
+    shared = tmp_path / "notes.txt"
+    shared.write_bytes(b"notes\n")
+    with ThreadedServer(port=0) as server:
+        proc = processes(start("chat", "--name", "bob", "%s:%d" % server.address, stdin=subprocess.PIPE))
+        out, err = proc.communicate(f"/send nobody {shared}\n/send nobody {tmp_path / 'missing.txt'}\n"
+                                    "/who\n", timeout=30)
+    assert "nobody called nobody is here" in out
+    assert "offering" not in out  # no promise before the server's answer
+    assert f"there is no file {tmp_path / 'missing.txt'}" in out and "Errno" not in out + err
+
+
+def tmux_screen(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+
+def wait_screen(session: str, test, what: str, timeout: float = 15.0) -> str:
+    """Poll the terminal's screen until ``test(screen)``: the event is what the person would see."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        screen = tmux_screen(session)
+        if test(screen):
+            return screen
+        time.sleep(0.05)
+    raise AssertionError(f"the terminal never showed {what}; it shows:\n{tmux_screen(session)}")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux drives a real terminal")
+def test_chat_in_a_terminal_has_one_prompt_and_quits_cleanly():
+    session = f"chl-{secrets.token_hex(3)}-chat"
+    with ThreadedServer(port=0) as server:
+        command = " ".join([*CHATLAB, "chat", "--name", "ada", "%s:%d" % server.address]) + "; echo EXITED; sleep 30"
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "30", command], check=True)
+        try:
+            screen = wait_screen(session, lambda s: "* Joined as ada" in s and s.rstrip().endswith(">"),
+                                 "the welcome and a prompt")
+            assert "> >" not in screen and screen.count("> ") <= 1, screen
+            subprocess.run(["tmux", "send-keys", "-t", session, "/quit", "Enter"], check=True)
+            screen = wait_screen(session, lambda s: "EXITED" in s, "the client exiting")
+            assert "EXITED" in [line.strip() for line in screen.splitlines()], screen  # not glued to a prompt
+            assert "Press Enter" not in screen
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

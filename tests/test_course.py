@@ -16,6 +16,8 @@ Every check runs in a child process of its own over real TCP on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,7 +118,114 @@ def test_generate_writes_then_finds_nothing_to_change(tmp_path):
     edited.write_text(edited.read_text() + "# a student's edit\n")
     (tmp_path / "exercises" / "ex99_stray.py").write_text("")
     problems = {(d.name, d.problem) for d in generate(SOLUTIONS, tmp_path / "exercises", write=False)}
-    assert problems == {(EXERCISES[0].filename, "different"), ("ex99_stray.py", "extra")}
+    assert problems == {(EXERCISES[0].filename, "edited"), ("ex99_stray.py", "extra")}
+
+
+def copy_course(tmp_path: Path) -> tuple[Path, Path]:
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    shutil.copytree(SOLUTIONS, solutions)
+    generate(solutions, exercises)
+    return solutions, exercises
+
+
+def test_generate_never_overwrites_a_students_work_without_force(tmp_path):
+    solutions, exercises = copy_course(tmp_path)
+    work = exercises / "ex01_echo.py"
+    work.write_text(work.read_text() + "# my work\n")
+    changed = solutions / "ex02_reliable.py"  # an instructor's edit of another solution: nobody touched its exercise
+    changed.write_text(changed.read_text().replace("# HINT: sent = sock.send", "# HINT: so: sent = sock.send"))
+    args = ["course", "generate", "--solutions-dir", str(solutions), "--exercises-dir", str(exercises)]
+    out = chatlab(*args)
+    assert out.returncode == 1 and "ex01_echo.py" in out.stderr and "--force" in out.stderr, out.stderr
+    assert work.read_text().endswith("# my work\n"), "a student's edit was overwritten"
+    assert "so: sent" in (exercises / "ex02_reliable.py").read_text(), "an unedited exercise was not regenerated"
+    check = chatlab(*args, "--check")
+    assert check.returncode == 1 and "edited since it was generated" in check.stdout
+    assert "--force" in check.stderr and "unless" in check.stderr  # it names the danger, it does not urge it
+    assert chatlab(*args, "--force").returncode == 0
+    assert not work.read_text().endswith("# my work\n")
+    assert chatlab(*args, "--check").returncode == 0
+
+
+def test_export_is_the_course_without_the_solutions(tmp_path):
+    target = tmp_path / "handout"
+    out = chatlab("course", "export", str(target))
+    assert out.returncode == 0, out.stderr
+    assert {"README.md", "exercises", "notebooks", "docs", "chatlab", "tasks.py", "pyproject.toml"} <= \
+        {p.name for p in target.iterdir()}
+    assert not (target / "solutions").exists() and not (target / "tests").exists()
+    assert not (target / "docs" / "instructors.md").exists()
+    assert not (target / "chatlab" / "course" / "mistakes.py").exists()
+    assert not (target / "exercises" / ".generated").exists()
+    for ex in EXERCISES:
+        assert (target / "exercises" / ex.filename).read_text(encoding="utf-8") == \
+            strip_solutions((SOLUTIONS / ex.filename).read_text(encoding="utf-8"))
+    assert sorted(p.name for p in (target / "notebooks").glob("*.ipynb")) == \
+        sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    solutions = {(SOLUTIONS / ex.filename).read_bytes() for ex in EXERCISES}
+    assert not [p for p in target.rglob("*.py") if p.read_bytes() in solutions], "a solution file in the copy"
+    readme = (target / "README.md").read_text(encoding="utf-8")
+    assert "python3 tasks.py lab" in readme and "chatlab check 1" in readme and "solutions" not in readme
+    # In the copy, the course works -- and cannot be regenerated.
+    check = subprocess.run([sys.executable, "-m", "chatlab", "check", "1", "--only"], cwd=target, capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(target)})
+    assert "TODO" in check.stdout and str(target / "exercises") in check.stdout, check.stdout + check.stderr
+    again = subprocess.run([sys.executable, "-m", "chatlab", "course", "generate"], cwd=target, capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(target)})
+    assert again.returncode == 2 and "solutions" in again.stderr
+    assert chatlab("course", "export", str(target)).returncode == 2  # never into a folder that holds something
+
+
+def test_a_syntax_error_is_reported_once_and_its_checks_skipped(tmp_path):
+    folder = tmp_path / "student"
+    shutil.copytree(SOLUTIONS, folder)
+    broken = folder / "ex03_lines.py"
+    broken.write_text(broken.read_text().replace("        lines = []\n", "        lines = [\n", 1))
+    out = chatlab("check", "5", "--dir", str(folder))
+    assert out.returncode == 1
+    assert out.stdout.count("ex03_lines.py, line") == 1, out.stdout  # once, with its line
+    assert "lines = [" in out.stdout and "never closed" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if re.match(r"\s+\d\.\d+\s", line)]
+    marks = {row[0]: row[1] for row in rows}
+    assert {marks[c.id] for c in checks_for(3) + checks_for(5)} == {"SKIP"}  # 5 imports ex03
+    assert {marks[c.id] for c in checks_for(4)} == {"ok"}  # 4 does not need it: it runs
+    assert "Next: the syntax error" in out.stdout
+
+
+def test_the_table_cuts_long_names_at_a_word():
+    from chatlab.course.runner import fit
+
+    name = "clients are served one after another; the end of the stream ends a conversation"
+    assert fit(name, 70) == "clients are served one after another; the end of the stream ends a..."
+    assert fit("short", 70) == "short"
+
+
+def test_values_are_shown_cut_visibly_and_from_where_they_differ():
+    from chatlab.course.harness import plural, short, where_they_differ
+
+    assert plural(1, "frame") == "1 frame" and plural(2, "frame") == "2 frames" and plural(1000, "byte") == "1,000 bytes"
+    cut = short(b"x" * 500, 40)
+    assert cut.startswith("b'xxx") and "'... (500 bytes in all)" in cut
+    assert short("y" * 300, 30).endswith("... (300 characters in all)")
+    expected, got = b"a" * 300 + b"\n", b"a" * 300 + b"\r\n"
+    shown = where_they_differ(expected, got)
+    assert "byte 300" in shown and "\\r" in shown  # the \r that differs is shown, not 200 identical a's
+
+
+def test_pick_says_loudly_when_the_students_code_is_broken(tmp_path, monkeypatch, capsys):
+    from chatlab import lab
+
+    folder = tmp_path / "exercises"
+    shutil.copytree(SOLUTIONS, folder)
+    broken = folder / "ex04_frames.py"
+    broken.write_text(broken.read_text().replace("        self.buffer += data\n", "        self.buffer += data[1:]\n", 1))
+    monkeypatch.chdir(tmp_path)
+    chosen = lab.pick("exercises", "ex04_frames", "FrameDecoder")
+    err = capsys.readouterr().err
+    assert chosen is lab.FrameDecoder  # the notebook carries on with chatlab's
+    assert "NOT from your code" in err and "chatlab's own FrameDecoder" in err
+    assert "ex04_frames.py" in err and "chatlab check 4" in err and "Restart Kernel" in err
 
 
 # ------------------------------------------------------------ the checks

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..testing import CheckFailed, Transcript
-from .checks import checks_for
-from .harness import Context, student_frame
+from .checks import checks_for, diagnoses_for
+from .harness import Context, explain, student_frame
 
 PRINTED_TAIL = 1500  # characters of the student's own output shown with a failure
 
@@ -89,13 +89,21 @@ def run(folder: Path, exercise: int, index: int, emit) -> dict[str, Any]:
     if error is None:
         return {"status": "passed", "message": ""}
     if isinstance(error, CheckFailed):
-        return {"status": "failed", "message": str(error)}
+        message = str(error)
+        if "\nHint:" not in message and check.hint:  # a failure seen by a client of ours, not by the check
+            message += f"\nHint:     {check.hint}"
+        return {"status": "failed", "message": message}
     status, message = describe(error, folder)
     if status != "todo" and log.steps:
         message += "\n" + "\n".join(["Transcript (most recent last):"]
                                     + [f"  {i:3d}. {s}" for i, s in enumerate(log.steps[-25:], 1)])
-        if check.hint:
-            message += f"\nHint:     {check.hint}"
+    if status != "todo":
+        # The hint follows what was raised, and where: a BrokenPipeError in
+        # handle() is about handle(), whatever this check was testing.
+        where = student_frame(error, folder)
+        hint = explain(error, where[2] if where else None, diagnoses_for(exercise)) or check.hint
+        if hint:
+            message += f"\nHint:     {hint}"
     return {"status": status, "message": message}
 
 

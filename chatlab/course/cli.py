@@ -6,8 +6,11 @@
     chatlab check --solutions       the same checks against solutions/ (instructors: all must pass)
     chatlab check --dir PATH        against any folder of exercise files (grading a submission)
     chatlab check --json FILE       also write the results as JSON, for a grade book
-    chatlab course generate         regenerate exercises/ from solutions/
+    chatlab course generate         regenerate exercises/ from solutions/ (never overwriting edited files)
+    chatlab course generate --force also overwrite exercise files edited since they were generated
     chatlab course generate --check only compare: exit 1 if exercises/ is not what the generator makes
+    chatlab course export DIR       a student's copy: exercises, notebooks, docs, README; no solutions/
+    chatlab course mistakes [N]     make each classic mistake in a copy of solutions/: the checks must catch it
     chatlab course list             the exercises, their files and notebooks
 """
 
@@ -26,8 +29,10 @@ from .runner import (
     format_header,
     format_row,
     format_summary,
+    format_syntax_problems,
     plan,
     run_checks,
+    syntax_problems,
     to_json,
 )
 
@@ -48,6 +53,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     checks = plan(numbers)
     print(f"chatlab check: {len(checks)} checks of exercise{'s' if len(numbers) > 1 else ''} "
           f"{numbers[0]}{'' if len(numbers) == 1 else f' to {numbers[-1]}'} against {folder}", flush=True)
+    broken = format_syntax_problems(syntax_problems(folder, numbers))
+    if broken:
+        print(f"\n{broken}", flush=True)
     shown: set[int] = set()
 
     def show(result) -> None:
@@ -70,7 +78,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0
     if kind == "exercises":
         todo = next((r for r in results if not r.passed), None)
-        if todo is not None:
+        if todo is not None and todo.status == "skipped":
+            print(f"Next: the syntax error: {todo.message.removeprefix('not run: ')} (shown at the top).")
+        elif todo is not None:
             print(f"Next: check {todo.id}, \"{todo.name}\" (exercise {todo.exercise}).")
     return 1
 
@@ -79,23 +89,86 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         solutions = find_folder("solutions", args.solutions_dir)
         exercises = Path(args.exercises_dir) if args.exercises_dir else solutions.parent / "exercises"
-        differences = generate(solutions, exercises, write=not args.check)
+        differences = generate(solutions, exercises, write=not args.check, force=args.force)
     except (FolderNotFound, FileNotFoundError, MarkerError) as exc:
         print(f"chatlab course generate: {exc}", file=sys.stderr)
         return 2
+    edited = [d.name for d in differences if d.problem == "edited"]
     if args.check:
         if not differences:
             print(f"{exercises} is exactly what the generator makes from {solutions}.")
             return 0
         for d in differences:
-            print(f"exercises/{d.name}: {d.problem}")
+            print(f"exercises/{d.name}: {WHAT[d.problem]}")
             if d.diff:
                 print(d.diff)
-        print("Run 'chatlab course generate' to regenerate exercises/ from solutions/.", file=sys.stderr)
+        print("'chatlab course generate' writes what is missing and what nobody edited"
+              + (f"; it leaves {', '.join(edited)} alone (edited since it was generated: someone's work) "
+                 "unless told --force" if edited else "") + ".", file=sys.stderr)
         return 1
-    changed = ", ".join(d.name for d in differences) or "nothing changed"
-    print(f"Generated {exercises} from {solutions}: {changed}.")
+    written = [d.name if d.problem != "stale" else "the record of what was generated" for d in differences
+               if d.problem != "extra" and (d.problem != "edited" or args.force)]
+    print(f"Generated {exercises} from {solutions}: {', '.join(written) or 'nothing changed'}.")
+    if edited and not args.force:
+        print(f"Not overwritten, because they differ from what the generator last wrote there (someone's work): "
+              f"{', '.join(edited)}. See the differences with 'chatlab course generate --check'; keep what is "
+              "worth keeping, then overwrite them with 'chatlab course generate --force'.", file=sys.stderr)
+        return 1
     return 0
+
+
+WHAT = {
+    "missing": "missing",
+    "different": "out of date (its solution changed; nobody edited it since it was generated)",
+    "edited": "edited since it was generated (someone's work: kept unless --force)",
+    "extra": "not made from any solution",
+    "stale": "the record of what was generated is out of date",
+}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export
+    from .runner import REPOSITORY
+
+    try:
+        solutions = find_folder("solutions", args.solutions_dir)
+        # The notebooks, docs and chatlab beside the solutions (a checkout), else those of this installation.
+        repository = solutions.parent if (solutions.parent / "notebooks").is_dir() else REPOSITORY
+        held = export(repository, solutions, Path(args.dir))
+    except (FolderNotFound, FileNotFoundError, MarkerError, ExportError) as exc:
+        print(f"chatlab course export: {exc}", file=sys.stderr)
+        return 2
+    print(f"A student's copy of the course in {args.dir}: {', '.join(held)}.")
+    print("It holds no solutions/ (and nothing that rebuilds them). Students run 'python3 tasks.py lab' in it.")
+    return 0
+
+
+def cmd_mistakes(args: argparse.Namespace) -> int:
+    try:
+        from . import mistakes
+    except ImportError:  # a student's copy (chatlab course export) leaves the catalogue out
+        print("chatlab course mistakes: the catalogue of mistakes is not part of this copy", file=sys.stderr)
+        return 2
+    import tempfile
+
+    try:
+        solutions = find_folder("solutions", args.solutions_dir)
+    except FolderNotFound as exc:
+        print(f"chatlab course mistakes: {exc}", file=sys.stderr)
+        return 2
+    chosen = [m for m in mistakes.MISTAKES if args.exercise in (None, m.exercise)]
+    bad = 0
+    with tempfile.TemporaryDirectory(prefix="chatlab-mistakes-") as work:
+        for mistake in chosen:
+            verdict = mistakes.judge(mistake, solutions, Path(work), jobs=args.jobs or 2)
+            first = verdict.first
+            mark = "caught" if verdict.ok else "MISSED" if not verdict.caught else "WRONG HINT"
+            bad += not verdict.ok
+            print(f"{mark:<10} {mistake.id}: {mistake.what}")
+            if first is not None:
+                print(f"           first failure: {first.id} [{first.status}]; hint: {verdict.hint[:160]}")
+    print(f"{len(chosen) - bad} of {len(chosen)} mistakes caught with a hint about them.")
+    return 1 if bad else 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -123,13 +196,32 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="stop a check that runs longer (default: 30 s each)")
     check.set_defaults(func=cmd_check)
 
-    course = sub.add_parser("course", help="for instructors: generate exercises/ from solutions/")
+    course = sub.add_parser("course", help="for instructors: generate exercises/, export a student's copy, "
+                                           "test the checks against classic mistakes")
     course_sub = course.add_subparsers(dest="course_command", required=True, metavar="ACTION")
     gen = course_sub.add_parser("generate", help="regenerate exercises/ from solutions/")
     gen.add_argument("--check", action="store_true",
                      help="write nothing: exit 1 if exercises/ differs from what would be generated")
     gen.add_argument("--solutions-dir", metavar="PATH", help="the solutions folder (default: found as for check)")
     gen.add_argument("--exercises-dir", metavar="PATH", help="where to write (default: exercises/ beside it)")
+    gen.add_argument("--force", action="store_true",
+                     help="also overwrite exercise files edited since they were generated (their edits are lost)")
     gen.set_defaults(func=cmd_generate)
+    exp = course_sub.add_parser("export", help="write a student's copy of the course, without the solutions",
+                                description="Write into DIR (new or empty) what students need: the exercises as "
+                                            "generated, the notebooks, the docs, chatlab itself and a README for "
+                                            "students -- no solutions/, nothing that rebuilds them.")
+    exp.add_argument("dir", metavar="DIR", help="the folder to write (it must not exist yet, or be empty)")
+    exp.add_argument("--solutions-dir", metavar="PATH", help="the solutions folder (default: found as for check)")
+    exp.set_defaults(func=cmd_export)
+    mis = course_sub.add_parser("mistakes", help="make each classic mistake in a copy of the solutions, and check "
+                                                 "that the checks catch it",
+                                description="The catalogue of classic student mistakes (chatlab/course/mistakes.py):"
+                                            " each is made in a copy of solutions/, and the checks of its exercise "
+                                            "must fail, with a hint about that mistake.")
+    mis.add_argument("exercise", nargs="?", type=int, metavar="N", help="only exercise N's mistakes")
+    mis.add_argument("--jobs", type=int, metavar="J", help="checks run at once (default 2)")
+    mis.add_argument("--solutions-dir", metavar="PATH", help="the solutions folder (default: found as for check)")
+    mis.set_defaults(func=cmd_mistakes)
     listing = course_sub.add_parser("list", help="list the exercises")
     listing.set_defaults(func=cmd_list)

@@ -23,11 +23,18 @@ the message of the NotImplementedError, which the checker shows as "not
 implemented yet".  ``# TODO`` lines are kept as the student's guidance (the
 hint is used if there are none).  Everything else in the region is
 removed.  The result must compile: the generator refuses to write it if not.
+
+Regenerating never destroys a student's work.  exercises/ keeps a record of
+what was generated (``MANIFEST``: the SHA-256 of each file as written).  A
+file that still matches that record was not edited since, and is rewritten
+when its solution changes; a file that differs from it -- someone's work --
+is left alone, and named, unless the instructor says ``force``.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +44,7 @@ END = "# END SOLUTION"
 HINT = "# HINT:"
 TODO = "# TODO"
 PATTERN = "ex[0-9][0-9]_*.py"  # the course files, in solutions/ and exercises/
+MANIFEST = ".generated"  # in exercises/: "SHA256  NAME" per file, as the generator last wrote it
 
 
 class MarkerError(ValueError):
@@ -123,19 +131,37 @@ def strip_solutions(source: str, filename: str = "<solution>") -> str:
 @dataclass
 class Difference:
     name: str
-    problem: str  # "missing", "different" or "extra"
+    problem: str  # "missing", "different", "edited" (differs from what was generated: someone's work) or "extra"
     diff: str = ""
 
 
-def generate(solutions: Path, exercises: Path, write: bool = True) -> list[Difference]:
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_manifest(exercises: Path) -> dict[str, str]:
+    """NAME -> SHA-256 of each file as the generator last wrote it (empty if there is no record)."""
+    path = exercises / MANIFEST
+    if not path.exists():
+        return {}
+    entries = (line.split(None, 1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return {name.strip(): sha for sha, name in entries}
+
+
+def generate(solutions: Path, exercises: Path, write: bool = True, force: bool = False) -> list[Difference]:
     """Regenerate ``exercises`` from ``solutions``; with ``write=False`` only compare.
 
-    Returns the files that were (or, when only comparing, would be) changed.
+    Returns the files that differ from what the generator makes.  When
+    writing, a missing file is written, and a differing one only if it is
+    exactly what the generator last wrote there (its solution changed, nobody
+    edited it) or ``force`` is given; the others are reported as "edited"
+    and left as they are.
     """
     sources = sorted(solutions.glob(PATTERN))
     if not sources:
         raise FileNotFoundError(f"no solution files ({PATTERN}) in {solutions}")
     wanted = {path.name: strip_solutions(path.read_text(encoding="utf-8"), str(path)) for path in sources}
+    record = read_manifest(exercises)
     differences: list[Difference] = []
     for name, text in wanted.items():
         target = exercises / name
@@ -146,15 +172,28 @@ def generate(solutions: Path, exercises: Path, write: bool = True) -> list[Diffe
             if current != text:
                 diff = "".join(difflib.unified_diff(
                     current.splitlines(keepends=True), text.splitlines(keepends=True),
-                    f"exercises/{name} (committed)", f"exercises/{name} (generated)", n=2))
-                differences.append(Difference(name, "different", diff))
+                    f"exercises/{name} (as it is)", f"exercises/{name} (generated)", n=2))
+                unedited = record.get(name) == digest(current)
+                differences.append(Difference(name, "different" if unedited else "edited", diff))
     for path in sorted(exercises.glob(PATTERN)):
         if path.name not in wanted:
             differences.append(Difference(path.name, "extra"))
+    if not differences and record != {name: digest(text) for name, text in wanted.items()}:
+        differences.append(Difference(MANIFEST, "stale"))  # the files are right, the record of them is not
     if write:
         exercises.mkdir(parents=True, exist_ok=True)
+        kept = {d.name for d in differences if d.problem == "edited" and not force}
+        written = {}
         for name, text in wanted.items():
+            if name in kept:
+                continue
             # newline="\n": the same bytes on every platform, so the check
             # that exercises/ equals the generator's output holds on Windows.
             (exercises / name).write_text(text, encoding="utf-8", newline="\n")
+            written[name] = text
+        # The record: what was written now, and for a file kept, what was recorded before.
+        entries = {name: sha for name, sha in record.items() if name in kept}
+        entries.update((name, digest(text)) for name, text in written.items())
+        (exercises / MANIFEST).write_text("".join(f"{sha}  {name}\n" for name, sha in sorted(entries.items())),
+                                          encoding="utf-8", newline="\n")
     return differences

@@ -60,16 +60,126 @@ def check(name: str, points: int = 1, hint: str = "", timeout: float = CHECK_TIM
     return mark
 
 
-def _short(data: bytes, limit: int = 80) -> str:
-    text = repr(data)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+# ------------------------------------------------------------ showing values
+#
+# What a student reads in "Expected" and "But got" must be exact where it
+# is cut: a shortened value ends with "..." after its closing quote and says
+# how long it really was; two long values are shown from where they first
+# differ, not from their (identical) beginnings.
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 line``, ``2 lines``, ``1,000 bytes``."""
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` in about ``limit`` characters; a cut value says so, its quotes closed."""
+    if isinstance(value, bytearray):
+        value = bytes(value)
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, (bytes, str)):
+        unit = "byte" if isinstance(value, bytes) else "character"
+        keep = max(1, limit - 4)  # the repr of a prefix only ever shrinks with it
+        while keep > 1 and len(repr(value[:keep])) > limit - 4:
+            keep = keep * 3 // 4
+        return f"{value[:keep]!r}... ({plural(len(value), unit)} in all)"
+    if isinstance(value, (list, tuple)):
+        shown, used = [], 2
+        for item in value:
+            piece = short(item, max(20, limit // 3))
+            if used + len(piece) > limit and shown:
+                break
+            shown.append(piece)
+            used += len(piece) + 2
+        more = len(value) - len(shown)
+        return "[" + ", ".join(shown) + (f", ... ({plural(len(value), 'item')} in all)]" if more else "]")
+    return text[: limit - 3] + "..."
 
 
 def show_bytes(data: bytes) -> str:
-    """``data`` for a person: its repr, plus a hex dump when it is binary or long."""
-    if len(data) > 48 or any(b < 32 and b not in (9, 10, 13) or b >= 127 for b in data):
-        return f"{len(data)} bytes {_short(data)}\n{hexdump(data)}"
-    return repr(data)
+    """``data`` for a person: its repr (cut if long), plus a hex dump when it is binary."""
+    data = bytes(data)
+    if any(b < 32 and b not in (9, 10, 13) or b >= 127 for b in data[:64]):
+        return f"{short(data)}\n{hexdump(data)}"
+    return short(data)
+
+
+def first_difference(expected: Any, got: Any) -> int | None:
+    """The first index where two sequences differ (the shorter one's end counts); None if equal."""
+    for i, (a, b) in enumerate(zip(expected, got)):
+        if a != b:
+            return i
+    return None if len(expected) == len(got) else min(len(expected), len(got))
+
+
+def where_they_differ(expected: bytes | str, got: bytes | str, unit: str = "byte") -> str:
+    """Two values shown from a little before the first place they differ."""
+    at = first_difference(expected, got)
+    if at is None:
+        return ""
+    start = max(0, at - 16)
+    shown = (lambda v: show_bytes(v).replace("\n", "\n    ")) if isinstance(expected, bytes) else short
+    head = f"they first differ at {unit} {at:,} ({plural(len(expected), unit)} expected, {len(got):,} got)"
+    if at == len(got):
+        head += f": what came stops there"
+    elif at == len(expected):
+        head += f": what came goes on past the end"
+    return (f"{head}\n  expected from {unit} {start:,}: {shown(expected[start:at + 40])}"
+            f"\n  got from {unit} {start:,}:      {shown(got[start:at + 40])}")
+
+
+def where_lists_differ(expected: list, got: list, noun: str, unit: str = "byte") -> str:
+    """Two lists (of lines, of frames) shown at their first differing item."""
+    at = first_difference(expected, got)
+    if at is None:
+        return ""
+    if at == len(got):
+        return f"{noun} {at + 1} is the first missing: {short(expected[at])}"
+    if at == len(expected):
+        return f"{noun} {at + 1} is one too many: {short(got[at])}"
+    if not isinstance(got[at], type(expected[at])):
+        return f"{noun} {at + 1} is a {type(got[at]).__name__}, not {type(expected[at]).__name__}: {short(got[at])}"
+    return f"{noun} {at + 1} is the first that differs; {where_they_differ(expected[at], got[at], unit)}"
+
+
+# ------------------------------------------------------- hints by observation
+#
+# A check's own hint is about what the check tests.  When the student's
+# code raises instead, the hint should be about what was raised, and where:
+# a BrokenPipeError in handle() is about handle(), whatever the check was
+# testing.  Each checks module may list Diagnosis entries (DIAGNOSES); the
+# child picks the first that matches the exception and the student's function.
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    errors: tuple[type[BaseException], ...]
+    hint: str
+    where: tuple[str, ...] = ()  # the student's functions it applies to; () for any
+    says: str = ""  # a piece of the exception's message it applies to; "" for any
+
+    def matches(self, exc: BaseException, function: str | None) -> bool:
+        return (isinstance(exc, self.errors) and (not self.where or function in self.where)
+                and self.says.lower() in str(exc).lower())
+
+
+def diagnose(errors: type[BaseException] | tuple[type[BaseException], ...], hint: str,
+             where: str | tuple[str, ...] = (), says: str = "") -> Diagnosis:
+    return Diagnosis(errors if isinstance(errors, tuple) else (errors,), hint,
+                     (where,) if isinstance(where, str) else where, says)
+
+
+def explain(exc: BaseException, function: str | None, diagnoses: list[Diagnosis]) -> str | None:
+    """The hint for ``exc`` raised in the student's ``function``, if a diagnosis knows it."""
+    return next((d.hint for d in diagnoses if d.matches(exc, function)), None)
+
+
+def _got_of(failure: CheckFailed) -> str:
+    """What a RawClient's own failure says it got ("nothing more (timed out)", "the connection closed")."""
+    return str(failure).rsplit("But got:", 1)[-1].split("\n")[0].strip()
 
 
 class Context:
@@ -137,11 +247,14 @@ class Context:
         self.on_cleanup("stop the server", server.stop)
         result = self.call(f"{what}: start()", server.start)
         if result is not server:
-            raise self.fail("start() to return the server itself (return self)", repr(result))
+            raise self.fail("start() to return the server itself (return self)", repr(result),
+                            "end start() with 'return self', so that 'server = Server().start()' works")
         address = self.call("read server.address", lambda: server.address)
         if (not isinstance(address, tuple) or len(address) != 2
                 or not isinstance(address[1], int) or not 0 < address[1] < 65536):
-            raise self.fail("server.address to be (host, port), a port chosen by the kernel", repr(address))
+            raise self.fail("server.address to be (host, port), a port chosen by the kernel", repr(address),
+                            "with port 0 the kernel picks the port at bind(): address must ask the listening socket "
+                            "where it is, with getsockname(), not repeat the 0 it was given")
         self.step(f"the server says it listens on {address[0]}:{address[1]}")
         return server
 
@@ -160,12 +273,13 @@ class Context:
         deadline = time.monotonic() + client.timeout
         try:
             while len(got) < len(expected):
-                got += client._recv_some(deadline, what or f"{len(expected)} bytes")
-        except CheckFailed:
-            if not got:
-                raise
+                got += client._recv_some(deadline, what or plural(len(expected), "byte"))
+        except CheckFailed as exc:
+            if not got:  # nothing at all came: say so, with this check's hint
+                raise self.fail(f"{what or 'to receive'} {show_bytes(expected)}", _got_of(exc), hint) from None
         if got != expected:
-            raise self.fail(f"{what or 'to receive'} {show_bytes(expected)}", show_bytes(got), hint)
+            raise self.fail(f"{what or 'to receive'} {show_bytes(expected)}",
+                            f"{show_bytes(got)}\n  {where_they_differ(expected, got)}", hint)
         return got
 
     def expect_line(self, client: RawClient, expected: str | Callable[[str], bool], what: str = "",
@@ -175,19 +289,46 @@ class Context:
             line = client.recv_line(timeout)
         except CheckFailed as exc:
             raise self.fail(f"{client.label} receives {what or repr(expected)}",
-                            str(exc).rsplit("But got:", 1)[-1].split("\n")[0].strip(), hint) from None
+                            self._unfinished(client, _got_of(exc)), self._line_hint(client, hint)) from None
         ok = expected(line) if callable(expected) else line == expected
         if not ok:
-            raise self.fail(f"{client.label} receives {what or repr(expected)}", repr(line), hint)
+            detail = f"\n  {where_they_differ(expected, line, 'character')}" if isinstance(expected, str) and \
+                len(line) > 60 else ""
+            raise self.fail(f"{client.label} receives {what or short(expected, 200)}", short(line, 200) + detail, hint)
         return line
 
-    def recv_line(self, client: RawClient, what: str = "a line", hint: str | None = None) -> str:
-        """The next line ``client`` receives, whatever it is (a failure carries the hint)."""
+    @staticmethod
+    def _partial(client: RawClient) -> bytes:
+        """The start of a line ``client`` received without its newline (chatlab's decoder keeps it privately)."""
+        decoder = client.lines
+        return bytes(getattr(decoder, "_partial", None) or getattr(decoder, "partial", None) or b"")
+
+    def _unfinished(self, client: RawClient, got: str) -> str:
+        """``got``, and the start of a line that came without its newline, if one did."""
+        partial = self._partial(client)
+        return f"{got}; {short(partial)} came without a newline after it" if partial else got
+
+    def _line_hint(self, client: RawClient, hint: str | None) -> str | None:
+        """A line that never ended is the observation to explain, whatever the check was about."""
+        if self._partial(client):
+            return (f"{client.label} received bytes with no b\"\\n\" after them, so no line: lines come out of "
+                    "the decoder without their b\"\\n\" -- add it back to every line you send on")
+        return hint
+
+    def recv_line(self, client: RawClient, what: str = "a line",
+                  hint: str | Callable[[], str | None] | None = None) -> str:
+        """The next line ``client`` receives, whatever it is (a failure carries the hint).
+
+        ``hint`` may be a function, asked only on failure: the hint can then
+        follow what was seen (the connection closed, or nothing came).
+        """
         try:
             return client.recv_line()
         except CheckFailed as exc:
-            got = str(exc).rsplit("But got:", 1)[-1].split("\n")[0].strip()
-            raise self.fail(f"{client.label} receives {what}", got, hint) from None
+            if callable(hint):
+                hint = hint()
+            raise self.fail(f"{client.label} receives {what}", self._unfinished(client, _got_of(exc)),
+                            self._line_hint(client, hint)) from None
 
     def wait_line(self, client: RawClient, test: Callable[[str], bool], what: str,
                   hint: str | None = None, timeout: float | None = None, limit: int = 200) -> list[str]:
@@ -198,13 +339,13 @@ class Context:
             try:
                 line = client.recv_line(max(0.05, deadline - time.monotonic()))
             except CheckFailed as exc:
-                got = str(exc).rsplit("But got:", 1)[-1].split("\n")[0].strip()
-                others = f" (after {len(seen)} other lines)" if seen else ""
-                raise self.fail(f"{client.label} receives {what}", got + others, hint) from None
+                others = f" (after {plural(len(seen), 'other line')})" if seen else ""
+                raise self.fail(f"{client.label} receives {what}", self._unfinished(client, _got_of(exc)) + others,
+                                self._line_hint(client, hint)) from None
             seen.append(line)
             if test(line):
                 return seen
-        raise self.fail(f"{client.label} receives {what}", f"{limit} other lines", hint)
+        raise self.fail(f"{client.label} receives {what}", plural(limit, "other line"), hint)
 
     def wait_until(self, test: Callable[[], bool], what: str, timeout: float = STEP_TIMEOUT,
                    hint: str | None = None) -> None:

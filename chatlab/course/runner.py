@@ -10,9 +10,11 @@ the step it was in -- the child streams its steps as they happen.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -155,13 +157,89 @@ def plan(numbers: Iterable[int]) -> list[Check]:
     return [c for n in numbers for c in checks_for(n)]
 
 
+# ------------------------------------------------- files that do not compile
+#
+# A syntax error stops every check that imports the file, and each would say
+# so: five times the same error, each with a networking hint that has
+# nothing to do with it.  So the files are compiled first; a broken one is
+# reported once, with its line, and the checks that need it are skipped.
+
+COURSE_MODULE = re.compile(r"ex\d\d_\w+")
+
+
+@dataclass
+class SyntaxProblem:
+    file: str  # e.g. "ex03_lines.py"
+    line: int
+    message: str  # what Python says, with the offending text and a caret
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _compile(path: Path) -> SyntaxProblem | None:
+    try:
+        compile(path.read_text(encoding="utf-8", errors="replace"), str(path), "exec")
+    except SyntaxError as exc:
+        text = (exc.text or "").rstrip("\n")
+        caret = " " * max(0, (exc.offset or 1) - 1 - (len(text) - len(text.lstrip()))) + "^"
+        return SyntaxProblem(path.name, exc.lineno or 0, f"{path.parent.name}/{path.name}, line {exc.lineno}: "
+                             f"{exc.msg}\n    {text.strip()}\n    {caret}")
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """The course modules a file imports (ex05 imports ex01 and ex03, ...); none if it does not parse."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+    return {name for name in names if COURSE_MODULE.fullmatch(name)}
+
+
+def needs(folder: Path, number: int) -> list[str]:
+    """The files exercise ``number``'s checks load: its own, and those it imports, transitively."""
+    wanted, seen = [exercise(number).module], []
+    while wanted:
+        module = wanted.pop()
+        if module in seen:
+            continue
+        seen.append(module)
+        path = folder / f"{module}.py"
+        if path.exists():
+            wanted.extend(sorted(_imports(path)))
+    return [f"{m}.py" for m in seen]
+
+
+def syntax_problems(folder: Path, numbers: Iterable[int]) -> list[SyntaxProblem]:
+    """The files these exercises need that do not compile, each once, in exercise order."""
+    files = dict.fromkeys(f for n in numbers for f in needs(folder, n))
+    found = [_compile(folder / f) for f in sorted(files) if (folder / f).exists()]
+    return [problem for problem in found if problem is not None]
+
+
 def run_checks(folder: Path, checks: list[Check], jobs: int | None = None, timeout: float | None = None,
                on_result: Callable[[Result], None] | None = None) -> list[Result]:
     """Run ``checks`` against ``folder``, ``jobs`` at a time; results in the order of ``checks``."""
     jobs = max(1, jobs or min(4, os.cpu_count() or 1))
+    broken = {p.file: p for p in syntax_problems(folder, sorted({c.exercise for c in checks}))}
     results: list[Result] = []
+
+    def run_or_skip(check: Check) -> Result:
+        problem = next((broken[f] for f in needs(folder, check.exercise) if f in broken), None)
+        if problem is None:
+            return run_check(folder, check, timeout)
+        return Result(check.exercise, check.id, check.name, 0, check.points, False, "skipped",
+                      f"not run: {problem.file} has a syntax error, line {problem.line}", 0.0)
+
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="check-runner") as pool:
-        futures = [pool.submit(run_check, folder, c, timeout) for c in checks]
+        futures = [pool.submit(run_or_skip, c) for c in checks]
         for future in futures:  # in order: the table reads top to bottom
             result = future.result()
             results.append(result)
@@ -172,11 +250,37 @@ def run_checks(folder: Path, checks: list[Check], jobs: int | None = None, timeo
 
 # ------------------------------------------------------------------ reporting
 
-MARKS = {"passed": "ok", "failed": "FAIL", "todo": "TODO", "error": "ERROR", "timeout": "TIMEOUT"}
+MARKS = {"passed": "ok", "failed": "FAIL", "todo": "TODO", "error": "ERROR", "timeout": "TIMEOUT", "skipped": "SKIP"}
+NAME_WIDTH = 78  # characters of a check's name in the table; the failures below give it whole
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, cut at a word and marked with "..." if too long."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 3].rsplit(" ", 1)[0].rstrip(" ,;:-")
+    return cut + "..."
 
 
 def format_row(result: Result) -> str:
-    return f"  {result.id:>5}  {MARKS[result.status]:<7}  {result.name:<78.78}  {result.points}/{result.max_points}"
+    return (f"  {result.id:>5}  {MARKS[result.status]:<7}  {fit(result.name, NAME_WIDTH):<{NAME_WIDTH}}  "
+            f"{result.points}/{result.max_points}")
+
+
+def format_syntax_problems(problems: list[SyntaxProblem]) -> str:
+    """Each file that does not compile, once: the checks that need it are skipped."""
+    if not problems:
+        return ""
+    lines = [f"{plural_files(len(problems))} not compile, so the checks that need "
+             f"{'it' if len(problems) == 1 else 'them'} are skipped (SKIP) until "
+             f"{'it is' if len(problems) == 1 else 'they are'} fixed:"]
+    for problem in problems:
+        lines.append(f"  {problem.message}".replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
+def plural_files(count: int) -> str:
+    return "This file does" if count == 1 else f"These {count} files do"
 
 
 def format_header(number: int) -> str:
@@ -187,8 +291,9 @@ def format_header(number: int) -> str:
 def format_failures(results: list[Result]) -> str:
     blocks = []
     said: dict[str, str] = {}  # a TODO message -> the first check that showed it
+    skipped = [r.id for r in results if r.status == "skipped"]
     for r in results:
-        if r.passed:
+        if r.passed or r.status == "skipped":
             continue
         title = f"--- {r.id} {r.name} [{MARKS[r.status]}] "
         message = r.message
@@ -196,6 +301,8 @@ def format_failures(results: list[Result]) -> str:
             message = f"the same TODO as {said[message]}"
         said.setdefault(r.message, r.id)
         blocks.append(f"{title}{'-' * max(3, 100 - len(title))}\n{message}")
+    if skipped:
+        blocks.append(f"Skipped, because a file they need does not compile (see above): {', '.join(skipped)}")
     return "\n\n".join(blocks)
 
 
@@ -206,7 +313,7 @@ def format_summary(results: list[Result]) -> str:
         if mine:
             got, most = sum(r.points for r in mine), sum(r.max_points for r in mine)
             done = sum(r.passed for r in mine)
-            lines.append(f"  {ex.number:>2}. {ex.title:<64.64} {got:>3}/{most:<3} ({done}/{len(mine)} checks)")
+            lines.append(f"  {ex.number:>2}. {fit(ex.title, 64):<64} {got:>3}/{most:<3} ({done}/{len(mine)} checks)")
     got, most = sum(r.points for r in results), sum(r.max_points for r in results)
     lines.append(f"  Total: {got}/{most} points")
     return "\n".join(lines)
@@ -222,9 +329,11 @@ def iter_exercises(results: list[Result]) -> Iterator[tuple[int, list[Result]]]:
 def to_json(folder: Path, results: list[Result]) -> str:
     from .. import __version__
 
+    numbers = sorted({r.exercise for r in results})
     return json.dumps({
         "chatlab": __version__,
         "folder": str(folder),
+        "syntax_errors": [asdict(p) for p in syntax_problems(folder, numbers)],
         "points": sum(r.points for r in results),
         "max_points": sum(r.max_points for r in results),
         "checks": [asdict(r) for r in results],

@@ -2,8 +2,10 @@
 
 A notebook says ``pick(IMPLEMENTATION, "ex04_frames", "FrameDecoder")``.
 The student's version is tried first with a quick probe on real sockets;
-an exercise not done yet (or not working yet) falls back to the reference,
-and the notebook says so and carries on -- it never stops halfway.
+an exercise not done yet falls back to the reference, and the notebook says
+so and carries on -- it never stops halfway.  An exercise that is done but
+fails the probe falls back too, loudly: the traceback from the student's
+file, which part of the notebook now runs the reference, and how to fix it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 import re
 import socket
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,6 +133,30 @@ def _probe_server_echo(cls: Any) -> None:
         server.stop()
 
 
+def broken_report(label: str, number: int, module: str, name: str, exc: BaseException, folder: Path | None) -> str:
+    """What a student must see when their code was tried and failed: the notebook now runs chatlab's.
+
+    Plots drawn by the reference look right; without this, a student would
+    think their broken code had drawn them.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    theirs = [f for f in frames if folder is not None and Path(f.filename).resolve().parent == folder.resolve()]
+    shown = traceback.format_list(theirs or frames[-3:])
+    where = f"{folder.name}/{module}.py" if folder is not None else f"{module}.py"
+    rule = "!" * 100
+    return "\n".join([
+        rule,
+        f"!!! Your {label} {number} does not work yet: {module}.{name} failed a quick test, so what follows in this",
+        f"!!! notebook runs chatlab's own {name} instead -- the results below are NOT from your code.",
+        f"!!! {type(exc).__name__}: {exc}",
+        "!!! Traceback (most recent call last)" + (", in your file:" if theirs else ":"),
+        *("    " + line.rstrip().replace("\n", "\n    ") for line in shown),
+        f"!!! To fix it: run 'chatlab check {number}' in a terminal for the full report, fix {where},",
+        "!!! then Kernel > Restart Kernel and Run All Cells.",
+        rule,
+    ])
+
+
 def pick(implementation: str, module: str, name: str, probe: Callable[[Any], None] | None = None,
          reference: Any = None, verbose: bool = True) -> Any:
     """The ``name`` a notebook should use: the reference, or the student's from ``module``.
@@ -170,10 +197,9 @@ def pick(implementation: str, module: str, name: str, probe: Callable[[Any], Non
             where_ = f"{folder.name}/{module}.py" if folder else f"{implementation}/"
             print(f"{label} {number} not found ({where_}: {exc}): showing the reference")
         return reference
-    except Exception as exc:  # a bug, a hang cut short: say so, carry on
+    except Exception as exc:  # a bug, a hang cut short: say so loudly, carry on
         if verbose:
-            print(f"{label} {number} is not usable yet ({module}.{name}: {type(exc).__name__}: {exc}): "
-                  "showing the reference")
+            print(broken_report(label, number, module, name, exc, folder), file=sys.stderr)
         return reference
     if verbose:
         whose = "your" if implementation == "exercises" else "the reference solution's"

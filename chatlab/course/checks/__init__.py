@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from .. import EXERCISES, exercise
-from ..harness import Check
+from ..harness import Check, Diagnosis
 
 
 def checks_for(number: int) -> list[Check]:
@@ -22,3 +22,9 @@ def checks_for(number: int) -> list[Check]:
 
 def all_checks() -> list[Check]:
     return [c for ex in EXERCISES for c in checks_for(ex.number)]
+
+
+def diagnoses_for(number: int) -> list[Diagnosis]:
+    """What exercise ``number``'s checks know about the exceptions a student's code raises (DIAGNOSES)."""
+    module = importlib.import_module(f"{__name__}.ex{number:02d}")
+    return list(getattr(module, "DIAGNOSES", []))

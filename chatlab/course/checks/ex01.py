@@ -8,9 +8,22 @@ import random
 import socket
 import threading
 
-from ..harness import Context, check
+from ..harness import Context, check, diagnose, show_bytes, short, where_they_differ
 
 LOOPBACK = "127.0.0.1"
+HINT_REUSEADDR = ("set SO_REUSEADDR before bind(): after stop(), the closed connection waits in TIME_WAIT "
+                  "on the server's port, and without it a new server cannot bind there for a minute")
+
+# What an exception from the student's code says, wherever it is raised.
+DIAGNOSES = [
+    diagnose((BrokenPipeError, ConnectionResetError), "handle() sent to a client that had already gone: once "
+             "recv() returns b\"\" the client has closed its side -- return from handle() then (an empty recv() "
+             "is the end of the stream, not an empty message)", where="handle"),
+    diagnose(TimeoutError, "echo_once waited for an echo that never ended: the server echoes until it reads the "
+             "end of your stream, so after sending, shutdown(socket.SHUT_WR) says you are done; then recv() "
+             "until b\"\"", where="echo_once"),
+    diagnose(OSError, HINT_REUSEADDR, where="start", says="address already in use"),
+]
 
 
 @check("start() listens on 127.0.0.1, on the port the kernel chose", points=1,
@@ -101,16 +114,21 @@ def client_side(ctx: Context) -> None:
         got = ctx.call(f"echo_once({server.address}, {what})", ex.echo_once, server.address, data,
                        hint="did echo_once shutdown(SHUT_WR) after sending? The server echoes until "
                             "it reads the end of the stream, and only then closes")
+        if not isinstance(got, bytes):
+            raise ctx.fail(f"echo_once to return the {len(data)} bytes it sent, as bytes",
+                           f"{type(got).__name__} {short(got, 200)}", "join the pieces recv() returned: "
+                           "b\"\".join(pieces), or bytes(a_bytearray)")
         if got != data:
-            from ..harness import show_bytes
+            stops = len(got) < len(data) and data.startswith(got)
             raise ctx.fail(f"echo_once to return the {len(data)} bytes it sent",
-                           f"{type(got).__name__} {show_bytes(got) if isinstance(got, bytes) else repr(got)[:200]}")
+                           f"{show_bytes(got)}\n  {where_they_differ(data, got)}",
+                           "one recv() returns whatever piece of the echo has arrived, not all of it: keep "
+                           "calling recv() until it returns b\"\", joining the pieces" if stops else None)
         ctx.step(f"echo_once returned the {len(got)} bytes")
 
 
 @check("stop() ends the server thread and frees the port at once (SO_REUSEADDR)", points=2,
-       hint="set SO_REUSEADDR before bind(): after stop(), the closed connection waits in TIME_WAIT "
-            "on the server's port, and without it a new server cannot bind there for a minute")
+       hint=HINT_REUSEADDR)
 def stop_and_restart(ctx: Context) -> None:
     ex = ctx.load("ex01_echo")
     server = ctx.start(ex.EchoServer())
@@ -120,13 +138,19 @@ def stop_and_restart(ctx: Context) -> None:
     ctx.expect_bytes(client, b"still here?\n")
     ctx.call("stop the server while the client is still connected: stop()", server.stop,
              hint="stop() must wake the server thread: shut down the current connection, join the thread")
-    client.expect_closed()
+    try:
+        client.expect_closed()
+    except AssertionError:
+        raise ctx.fail("the server to close the client's connection when it stops", "it stayed open",
+                       "stop() must shut down the connection being served (self.current.shutdown(SHUT_RDWR)): "
+                       "its recv() then returns b\"\" and the server thread can end") from None
     client.close()
     ctx.step("the server closed first, so its side of that connection waits in TIME_WAIT")
     running = ctx.new_threads()
     if running:
         raise ctx.fail("no thread of the server left running after stop()",
-                       ", ".join(repr(t.name) for t in running))
+                       ", ".join(repr(t.name) for t in running),
+                       "stop() must set the stop flag and join the server thread (with a timeout: STOP_WAIT)")
     ctx.step(f"connect to {address[0]}:{address[1]} again")
     probe = socket.socket()
     probe.settimeout(2)
@@ -145,7 +169,7 @@ def stop_and_restart(ctx: Context) -> None:
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
             raise ctx.fail(f"a new server to bind port {address[1]} at once",
-                           f"{type(exc).__name__}: {exc}") from None
+                           f"{type(exc).__name__}: {exc}", HINT_REUSEADDR) from None
         raise
     echo = ctx.client(again.address, "client of the new server")
     echo.send(b"new\n")

@@ -15,7 +15,8 @@ import socket
 import threading
 from typing import Any
 
-from ..harness import Context, check, show_bytes
+from ...testing import CheckFailed
+from ..harness import Context, check, diagnose, plural, short, where_they_differ
 
 SMALL_BUFFER = 4096  # bytes: SO_SNDBUF / SO_RCVBUF asked for, to force partial sends
 
@@ -97,15 +98,42 @@ class SpySocket:
         return getattr(self.sock, name)
 
 
-def _compare(ctx: Context, what: str, expected: bytes, got: Any) -> None:
+def _compare(ctx: Context, what: str, expected: bytes, got: Any, hint: str | None = None) -> None:
     if not isinstance(got, (bytes, bytearray)):
-        raise ctx.fail(f"{what}: {len(expected)} bytes", f"{type(got).__name__}: {got!r:.200}")
+        raise ctx.fail(f"{what}: {plural(len(expected), 'byte')}", f"{type(got).__name__}: {short(got, 200)}",
+                       "return the bytes themselves: bytes(received) if you collected them in a bytearray")
     if bytes(got) != expected:
         # Where do they first differ?  That says more than two hex dumps.
-        at = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
-        raise ctx.fail(f"{what}: {len(expected)} bytes", f"{len(got)} bytes, differing from byte {at} on:\n"
-                       f"  expected from there: {show_bytes(expected[at:at + 32])}\n"
-                       f"  got from there:      {show_bytes(bytes(got[at:at + 32]))}")
+        raise ctx.fail(f"{what}: {plural(len(expected), 'byte')}",
+                       f"{plural(len(got), 'byte')}; {where_they_differ(expected, bytes(got))}", hint)
+
+
+def how_sends_went(spy: SpySocket) -> str | None:
+    """A hint from the record of send() calls, when it shows the position lost (else None)."""
+    for call, ((offered, taken), (next_offered, _)) in enumerate(zip(spy.sends, spy.sends[1:]), 1):
+        if next_offered != offered - taken:
+            return (f"send() call {call} was offered {offered:,} bytes and took {taken:,}, so {offered - taken:,} "
+                    f"were left -- but call {call + 1} was offered {next_offered:,}: keep the position, and send "
+                    "only what is left after the bytes already taken (left = left[sent:])")
+    return None
+
+
+def send_all_checked(ctx: Context, ex: Any, spy: SpySocket, data: bytes, what: str) -> None:
+    """send_all(spy, data), with a hint from the record of its send() calls if it hangs."""
+    try:
+        ctx.call(what, ex.send_all, spy, data)
+    except CheckFailed as exc:
+        hint = how_sends_went(spy)
+        if hint is None:
+            raise
+        raise ctx.fail(f"{what}: to finish within 5 s", "it was still running, sending", hint) from exc
+
+
+DIAGNOSES = [
+    diagnose(TimeoutError, "recv_exactly waited for bytes that never came: did it ask for more than were still "
+             "missing, or go on after recv() returned b\"\" (the end of the stream: raise ConnectionError)?",
+             where="recv_exactly"),
+]
 
 
 @check("send_all delivers every byte when send() takes only part", points=2,
@@ -116,13 +144,13 @@ def partial_sends(ctx: Context) -> None:
     spy = SpySocket(ctx, pair.near)
     data = random.Random(3).randbytes(512 * 1024)
     reader, received = pair.drain()
-    ctx.call(f"send_all(sock, {len(data)} random bytes) while the other end reads", ex.send_all, spy, data)
+    send_all_checked(ctx, ex, spy, data, f"send_all(sock, {len(data)} random bytes) while the other end reads")
     partial = sum(1 for offered, taken in spy.sends if taken < offered)
     ctx.step(f"send_all made {len(spy.sends)} send() calls; {partial} of them took only part of what was offered")
     pair.near.shutdown(socket.SHUT_WR)
     reader.join(5)
     ctx.step(f"the other end received {len(received)} bytes, then the end of the stream")
-    _compare(ctx, "the other end to receive exactly the bytes sent", data, received)
+    _compare(ctx, "the other end to receive exactly the bytes sent", data, received, how_sends_went(spy))
 
 
 @check("send_all picks up exactly where send() stopped", points=2,
@@ -134,11 +162,11 @@ def send_offsets(ctx: Context) -> None:
     ctx.step("send() will take at most 1000 bytes per call")
     data = random.Random(4).randbytes(50_000)
     reader, received = pair.drain()
-    ctx.call(f"send_all(sock, {len(data)} bytes)", ex.send_all, spy, data)
+    send_all_checked(ctx, ex, spy, data, f"send_all(sock, {len(data)} bytes)")
     pair.near.shutdown(socket.SHUT_WR)
     reader.join(5)
     ctx.step(f"send_all made {len(spy.sends)} send() calls; the other end received {len(received)} bytes")
-    _compare(ctx, "the other end to receive exactly the bytes sent", data, received)
+    _compare(ctx, "the other end to receive exactly the bytes sent", data, received, how_sends_went(spy))
     ctx.call("send_all(sock, b'') (nothing to send)", ex.send_all, spy, b"")
 
 
@@ -161,17 +189,29 @@ def small_pieces(ctx: Context) -> None:
 def no_over_read(ctx: Context) -> None:
     ex = ctx.load("ex02_reliable")
     pair = Pair(ctx)
+    spy = SpySocket(ctx, pair.near, max_recv=6000)
     first, second = random.Random(6).randbytes(10_000), b"NEXT!"
-    ctx.step("the other end sends 10000 bytes and then 5 more, b'NEXT!', all at once")
+    ctx.step("the other end sends 10000 bytes and then 5 more, b'NEXT!', in one send(): one TCP segment")
     pair.far.sendall(first + second)
-    # Wait until every byte is in our receive buffer, so that one recv()
-    # could take both messages (peeking leaves them there).
+    # Wait until every byte is in our receive buffer (peeking leaves them
+    # there): a recv() that asks for too much can then take the next message.
     while len(pair.near.recv(len(first) + len(second), socket.MSG_PEEK)) < len(first) + len(second):
         pass
-    got = ctx.call("recv_exactly(sock, 10000)", ex.recv_exactly, pair.near, 10_000)
+    ctx.step("all 10005 bytes are waiting in the receive buffer; recv() will return at most 6000 bytes per call")
+    got = ctx.call("recv_exactly(sock, 10000)", ex.recv_exactly, spy, 10_000)
+    have = 0
+    for call, (asked, returned) in enumerate(spy.recvs, 1):
+        if asked > 10_000 - have:
+            raise ctx.fail(f"recv() call {call} to ask for at most the {10_000 - have:,} bytes still missing",
+                           f"it asked for {asked:,} (and got {returned:,})",
+                           f"recv() may hand back up to as many bytes as asked, and the next message was already "
+                           f"waiting: on call {call}, {10_000 - have:,} bytes were missing -- ask for exactly "
+                           "those (n - len(received)), never for n again")
+        have += returned
     _compare(ctx, "recv_exactly to return the first 10000 bytes", first, got)
     got = ctx.call("recv_exactly(sock, 5)", ex.recv_exactly, pair.near, 5)
-    _compare(ctx, "the next recv_exactly to return b'NEXT!'", second, got)
+    _compare(ctx, "the next recv_exactly to return b'NEXT!'", second, got,
+             "the first call took bytes of the next message: ask recv() only for the bytes still missing")
 
 
 @check("recv_exactly raises ConnectionError when the stream ends early", points=1,
@@ -188,4 +228,4 @@ def early_end(ctx: Context) -> None:
         ctx.step(f"recv_exactly raised {type(exc).__name__}: {exc}")
         return
     raise ctx.fail("ConnectionError: only 5 of the 10 bytes before the end of the stream",
-                   f"recv_exactly returned {got!r:.200}")
+                   f"recv_exactly returned {short(got, 200)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..harness import Context, check, show_bytes
+from ..harness import Context, check, plural, short, where_lists_differ
 
 
 def cut(data: bytes, rng: random.Random, largest: int) -> list[bytes]:
@@ -25,24 +25,44 @@ def cut(data: bytes, rng: random.Random, largest: int) -> list[bytes]:
 
 def feed(ctx: Context, decoder: Any, data: bytes, log: bool = True) -> list[bytes]:
     if log:
-        ctx.step(f"feed({data!r:.90})")
+        ctx.step(f"feed({short(data, 90)})")
     got = decoder.feed(data)
     if not isinstance(got, list):
-        raise ctx.fail("feed() to return a list of lines (bytes)", f"{type(got).__name__}: {got!r:.200}",
+        raise ctx.fail("feed() to return a list of lines (bytes)", f"{type(got).__name__}: {short(got, 200)}",
                        "feed() returns the list of lines that data completed: [] if none")
     if log and got:
-        ctx.step(f"  -> {got!r:.100}")
+        ctx.step(f"  -> {short(got, 100)}")
     return got
 
 
-def expect_lines(ctx: Context, expected: list[bytes], got: list[bytes], what: str) -> None:
+def what_went_wrong(expected: list[bytes], got: list[bytes]) -> str | None:
+    """A hint from how the lines differ, when the difference shows its cause (else None)."""
+    n = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), None)
+    if n is not None and isinstance(got[n], (bytes, bytearray)):
+        want, came = expected[n], bytes(got[n])
+        if came == want + b"\r":
+            return (f"line {n + 1} kept the \\r of its \\r\\n ending: when a line ends with b\"\\r\" just "
+                    "before the b\"\\n\", drop that one \\r")
+        if b"\n" in came:
+            return (f"line {n + 1} has a b\"\\n\" inside it: one feed() may complete several lines -- loop "
+                    "over every b\"\\n\" in data, not just the first")
+        if came.endswith(want) and len(came) > len(want):
+            return (f"line {n + 1} came with the end of an earlier line in front of it: empty self.partial "
+                    "once a line is complete")
+        if want.endswith(came) and len(came) < len(want):
+            return (f"line {n + 1} lost its start, which came in an earlier feed(): keep the start of an unfinished "
+                    "line in self.partial between calls to feed(), and put it in front of the rest")
+    if n is None and len(got) < len(expected):
+        return ("fewer lines than newlines: one feed() may complete several lines -- loop over every b\"\\n\" "
+                "in data, not just the first")
+    return None
+
+
+def expect_lines(ctx: Context, expected: list[bytes], got: list[bytes], what: str, hint: str | None = None) -> None:
     if got != expected:
-        first = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
-        detail = ""
-        if first < len(expected) and first < len(got):
-            detail = f"\n  line {first + 1} expected {show_bytes(expected[first])}\n  line {first + 1} got      {show_bytes(got[first])}"
-        raise ctx.fail(f"{what}: {len(expected)} lines {expected[:4]!r:.150}",
-                       f"{len(got)} lines {got[:4]!r:.150}{detail}")
+        raise ctx.fail(f"{what}: {plural(len(expected), 'line')} {short(expected, 150)}",
+                       f"{plural(len(got), 'line')} {short(got, 150)}\n  {where_lists_differ(expected, got, 'line')}",
+                       what_went_wrong(expected, got) or hint)
 
 
 @check("whole lines, an empty line and CRLF, in one chunk", points=1,
@@ -104,8 +124,17 @@ def limit(ctx: Context) -> None:
     ex = ctx.load("ex03_lines")
     ctx.step("LineDecoder(max_length=10)")
     decoder = ex.LineDecoder(max_length=10)
-    got = feed(ctx, decoder, b"0123456789\r")
-    got += feed(ctx, decoder, b"\n0123456789\n")
+    try:
+        got = feed(ctx, decoder, b"0123456789\r")
+    except ex.LineTooLong as exc:
+        raise ctx.fail("10 bytes and a \\r to be allowed: the \\r may be half of a \\r\\n",
+                       f"LineTooLong: {exc}", "an unfinished line may hold max_length + 1 bytes: one more byte may "
+                       "be the \\r of a \\r\\n, which does not count") from None
+    try:
+        got += feed(ctx, decoder, b"\n0123456789\n")
+    except ex.LineTooLong as exc:
+        raise ctx.fail("lines of exactly 10 bytes (max_length) to be allowed", f"LineTooLong: {exc}",
+                       "a line of exactly max_length bytes is allowed: refuse only a longer one (>, not >=)") from None
     expect_lines(ctx, [b"0123456789", b"0123456789"], got, "lines of exactly 10 bytes are allowed")
 
     ctx.step("a fresh LineDecoder(max_length=10), fed b'x' one byte at a time")
@@ -120,7 +149,8 @@ def limit(ctx: Context) -> None:
             break
     else:
         raise ctx.fail("LineTooLong by the 12th byte with no newline", "12 bytes kept, no exception",
-                       "a decoder that waits for the newline to check the length can be made to hold any amount")
+                       "check the limit before keeping the bytes, not when the newline arrives: a decoder that "
+                       "waits for the newline can be made to hold any amount")
 
     ctx.step("a fresh LineDecoder(max_length=10)")
     decoder = ex.LineDecoder(max_length=10)
@@ -129,12 +159,17 @@ def limit(ctx: Context) -> None:
     except ex.LineTooLong:
         ctx.step("LineTooLong at once: nothing of the megabyte was kept")
     else:
-        raise ctx.fail("LineTooLong from the 1,000,000-byte feed itself", "no exception: it was kept")
+        raise ctx.fail("LineTooLong from the 1,000,000-byte feed itself", "no exception: it was kept",
+                       "check the limit before keeping the bytes, not when the newline arrives")
 
     ctx.step("LineDecoder() (the default limit: MAX_LINE = 4096 bytes)")
     decoder = ex.LineDecoder()
-    expect_lines(ctx, [b"z" * 4096], feed(ctx, decoder, b"z" * 4096 + b"\n", log=False),
-                 "a line of 4096 bytes to be allowed")
+    try:
+        expect_lines(ctx, [b"z" * 4096], feed(ctx, decoder, b"z" * 4096 + b"\n", log=False),
+                     "a line of 4096 bytes to be allowed")
+    except ex.LineTooLong as exc:
+        raise ctx.fail("a line of exactly 4096 bytes (MAX_LINE) to be allowed", f"LineTooLong: {exc}",
+                       "a line of exactly max_length bytes is allowed: refuse only a longer one (>, not >=)") from None
     try:
         feed(ctx, decoder, b"z" * 4097 + b"\n", log=False)
     except ex.LineTooLong:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from ..harness import Context, check
+import select
+import socket
+import time
+
+from ..harness import Context, check, diagnose
 from .common import connect, finish, in_background, reset, server_threads
 
 HINT_THREADS = "serve_forever starts one thread per client (self.handle); handle runs self.serve, and cleans up"
+HINT_SNAPSHOT = ("with self.lock: take the snapshot of self.clients; without the lock, a client leaving mid-loop "
+                 "shifts the list and someone silently misses the line (the race in the docstring)")
+
+DIAGNOSES = [
+    diagnose(OSError, "a client that vanishes (a reset is ConnectionResetError, an OSError) must end only its own "
+             "thread: handle() catches OSError, and in a finally removes the peer and closes its socket",
+             where=("handle", "serve", "read_lines")),
+]
 
 
 @check("the banner comes first; a line goes to every other client", points=2,
@@ -100,35 +112,89 @@ def churn(ctx: Context) -> None:
     finish(ctx, churning, "the visitors' comings and goings")
     for k in range(400):
         ctx.expect_line(b, f"burst {k}", hint="a line went missing or came out of order while clients came "
-                        "and went: is self.clients walked without the lock?")
+                        "and went: is self.clients walked without the lock? Take a snapshot of it under self.lock, "
+                        "then send to the snapshot")
     ctx.step("bob got all 400 lines, in order")
 
 
-@check("broadcast reads the shared list under self.lock", points=2,
-       hint="with self.lock: take the snapshot of self.clients; without the lock, a client leaving mid-loop "
-            "shifts the list and someone silently misses the line (the race in the docstring)")
+@check("every use of the shared list holds self.lock: broadcast, adding, removing", points=2, hint=HINT_SNAPSHOT)
 def uses_the_lock(ctx: Context) -> None:
     ex = ctx.load("ex05_broadcast")
     server = ctx.start(ex.BroadcastServer())
-    a, b = connect(ctx, server.address, "alice"), connect(ctx, server.address, "bob")
-    ctx.step("the check takes server.lock, as another thread changing the list would")
+    a, b, c = (connect(ctx, server.address, label) for label in ("alice", "bob", "carol"))
+    ctx.wait_until(lambda: len(server.clients) == 3, "server.clients holds the 3 clients")
+    ctx.step("the check takes server.lock, as another thread using the list would")
     if not server.lock.acquire(timeout=5):
         raise ctx.fail("to take server.lock", "it stayed held for 5 s", "is the lock released after each use?")
     try:
+        # Three things that each need the list.  While we hold the lock, a
+        # server that honours it can do none of them, so nothing may arrive.
         a.send_line("sent while the list is locked")
-        # The one place a check waits for nothing to happen: while we hold
-        # the lock, a broadcast that honours it cannot reach bob.
-        try:
-            early = b.recv_line(timeout=0.3)
-        except AssertionError:
-            ctx.step("nothing reached bob in 0.3 s: the broadcast waits for the lock")
-        else:
-            raise ctx.fail("no line for bob while the list is locked", f"{early!r} arrived: the broadcast "
-                           "walked self.clients without taking self.lock")
+        newcomer = ctx.client(server.address, "newcomer")
+        ctx.step("carol: shutdown(SHUT_WR) -- she leaves, and her thread must remove her from the list")
+        c.sock.shutdown(socket.SHUT_WR)
+        socks = {b.sock: "bob", newcomer.sock: "newcomer", c.sock: "carol"}
+        ready, _, _ = select.select(list(socks), [], [], 0.5)
+        seen = sorted(socks[sock] for sock in ready)
+        ctx.step(f"in 0.5 s with the lock held, readable: {', '.join(seen) or 'nothing'}")
+        if "bob" in seen:
+            raise ctx.fail("no line for bob while the list is locked", "alice's line arrived: the broadcast "
+                           "walked self.clients without taking self.lock", HINT_SNAPSHOT)
+        if "newcomer" in seen:
+            raise ctx.fail("no banner for the newcomer while the list is locked (it is not in the list yet)",
+                           "the banner arrived: the newcomer was added without taking self.lock",
+                           "serve_forever must append the new peer to self.clients holding self.lock: two "
+                           "threads changing a list at once can lose one of the changes")
+        if "carol" in seen:
+            raise ctx.fail("carol's connection to stay open while the list is locked (her thread waits for the "
+                           "lock to remove her)", "it was closed: she was removed without taking self.lock",
+                           "handle()'s finally must remove the peer from self.clients holding self.lock, then "
+                           "close its socket")
     finally:
         ctx.step("the check releases server.lock")
         server.lock.release()
     ctx.expect_line(b, "sent while the list is locked", "the line, now that the lock is free")
+    newcomer.recv_banner()
+    c.expect_closed()
+    ctx.wait_until(lambda: len(server.clients) == 3, "server.clients holds alice, bob and the newcomer")
+
+
+FLOOD_LIMIT = 64 * 1024 * 1024  # bytes bob may send before the check gives up waiting for his sends to block
+
+
+@check("a client that stops reading holds up its own lines, never the list: newcomers still get in", points=1,
+       hint="broadcast must send outside the lock: copy the list under self.lock, release it, then send")
+def stalled_reader(ctx: Context) -> None:
+    ex = ctx.load("ex05_broadcast")
+    server = ctx.start(ex.BroadcastServer())
+    connect(ctx, server.address, "stalled", rcvbuf=4096)  # it reads the banner, then nothing, ever
+    bob = connect(ctx, server.address, "bob")
+    ctx.wait_until(lambda: len(server.clients) == 2, "server.clients holds the 2 clients")
+    ctx.step("bob sends lines of 1000 bytes for stalled, who never reads, until bob's own sends block: then "
+             "bob's thread in the server is stuck sending to stalled")
+    line = b"x" * 999 + b"\n"
+    chunk, sent, started = line * 64, 0, time.monotonic()
+    bob.sock.settimeout(1.0)
+    while sent < FLOOD_LIMIT and time.monotonic() - started < 20:
+        try:
+            sent += bob.sock.send(chunk)
+        except TimeoutError:
+            break
+    else:
+        raise ctx.fail("bob's sends to block once stalled's buffers were full",
+                       f"{sent:,} bytes went through in {time.monotonic() - started:.1f} s",
+                       "does broadcast send to every other client? stalled, who never reads, should hold it up")
+    ctx.step(f"after {sent:,} bytes, bob's send() waited 1 s without taking anything: the server stopped reading him")
+    newcomer = ctx.client(server.address, "newcomer")
+    try:
+        newcomer.recv_banner()
+    except AssertionError:
+        raise ctx.fail("the newcomer to get its banner: serve_forever adds it to self.clients, its thread greets it",
+                       "no banner within 5 s: serve_forever could not take self.lock",
+                       "bob's broadcast holds self.lock while it is stuck in sendall() to a client that does not "
+                       "read, so every thread that needs the list waits for ever: take the snapshot under the "
+                       "lock, and send outside it") from None
+    ctx.step("the newcomer got its banner: the list is free while bob's thread waits for stalled")
 
 
 @check("a line over 4096 bytes drops that client alone", points=1,

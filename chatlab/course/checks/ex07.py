@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -114,10 +115,36 @@ def pieces(ctx: Context) -> None:
     server.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     text = "<bob> héllo wörld ✓"
     data = text.encode() + b"\n"
-    for i in range(len(data)):
-        server.sock.sendall(data[i:i + 1])
-    ctx.step(f"server: sent {data!r} one byte at a time")
-    received(ctx, client, text)
+    cuts = [0, 8, 9, len(data) - 2, len(data)]  # inside 'é' (2 bytes) and inside '✓' (3 bytes)
+    for start, end in zip(cuts, cuts[1:]):
+        server.sock.sendall(data[start:end])
+        # Wait until the client's receive thread has read this piece, so that
+        # the next one comes in a recv() of its own -- as a slow network does.
+        read_all(ctx, client.sock)
+    ctx.step(f"server: sent {data!r} in {len(cuts) - 1} pieces, each read by the client before the next, "
+             "cut inside 'é' and inside '✓'")
+    received(ctx, client, text, hint="a line is complete only at its b\"\\n\", and a UTF-8 character may be cut "
+             "between two recv() calls: feed every piece to a LineDecoder, and decode only the whole lines it gives")
+
+
+def read_all(ctx: Context, sock: socket.socket, timeout: float = 2.0) -> None:
+    """Wait until ``sock`` has no unread bytes (FIONREAD): its reader took them.  Where the
+    operating system cannot say, wait a little instead."""
+    try:
+        import fcntl
+        import termios
+    except ImportError:  # pragma: no cover - Windows
+        time.sleep(0.05)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            waiting = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return  # closed: nothing more to wait for
+        if not waiting:
+            return
+        time.sleep(0.001)
 
 
 @check("say() returns at once: the send thread does the sending, the receive thread keeps receiving", points=2,
@@ -200,6 +227,27 @@ def server_goes(ctx: Context) -> None:
     ctx.call("client.close()", client.close, timeout=3)
     if client.sender.is_alive():
         raise ctx.fail("client.sender to have ended when close() returns", "it is still running")
+
+
+@check("when the server never closes, close() still ends both threads, and soon", points=1,
+       hint="if the receive thread is still in recv() after CLOSE_WAIT, shutdown(socket.SHUT_RDWR) wakes it: "
+            "closing the socket alone does not")
+def server_never_closes(ctx: Context) -> None:
+    ex = ctx.load("ex07_client")
+    script = Scripted(ctx)
+    client = make_client(ctx, ex, script.address, "ada")
+    server = script.accept()
+    greet(ctx, client, server, "ada")
+    ctx.step("client.close() starts; the server reads /quit and the end of the stream, and never closes")
+    closer = in_background(ctx, "close", client.close)
+    ctx.expect_line(server, "/quit", "'/quit' before the client goes")
+    server.expect_closed()
+    finish(ctx, closer, "close()", timeout=15)
+    ctx.step("close() returned")
+    if client.receiver.is_alive():
+        raise ctx.fail("client.receiver to have ended when close() returns", "it is still waiting in recv()",
+                       "a server that never closes leaves the receive thread in recv(): after CLOSE_WAIT, "
+                       "shutdown(socket.SHUT_RDWR) the socket to wake it, then join it again")
 
 
 @check("it chats with chatlab's own server", points=1,

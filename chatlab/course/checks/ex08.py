@@ -6,16 +6,22 @@ the event loop; the rest are about what only an event loop must get right.
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
-from ..harness import Context, check
+from ..harness import Context, check, short
 from . import ex06
 from .common import expect, join, room, server_threads
+
+SMALL_SNDBUF = 4096  # bytes: the kernel's send buffer for bob's connection, so that send() takes only part
 
 MODULE, SERVER = "ex08_selectors", "SelectorChatServer"
 
 
 def start(ctx: Context, **kwargs: Any) -> Any:
+    ctx.banner_hint = ("nothing arrived, not even the banner: on_connect() only puts it in the client's output "
+                       "buffer -- queue() must then watch the socket for EVENT_WRITE too, and write() send the buffer")
     return ex06.start(ctx, MODULE, SERVER, **kwargs)
 
 
@@ -52,10 +58,16 @@ def leaving(ctx: Context) -> None:
     ex06.leaving_once(ctx, start)
 
 
+STALLED = ("bob, who reads everything, stopped getting ada's lines while slow read nothing: sending to one client "
+           "must never wait for it -- only append to its own buffer or outbox, and drop it when that passes the limit")
+CUT_OFF = ("bob reads everything, yet the server cut him off: count only the bytes still waiting for a client -- "
+           "once the writer takes them, they no longer count against its limit")
+
+
 def flood_past_a_slow_reader(ctx: Context, server: Any) -> None:
     """ada floods; bob reads; slow does not: bob gets it all, slow is dropped as too slow."""
     ada, bob = room(ctx, server.address, "ada", "bob")
-    join(ctx, server.address, "slow", rcvbuf=4096)  # registered, and it will never read again
+    slow = join(ctx, server.address, "slow", rcvbuf=4096)  # registered, and it will never read again
     expect(ctx, ada, "* slow joined")
     expect(ctx, bob, "* slow joined")
     # How much it takes depends on the kernel's buffers (up to a few MB on
@@ -70,12 +82,14 @@ def flood_past_a_slow_reader(ctx: Context, server: Any) -> None:
         ada.send(b"".join(f"{n:05d} {filler}\n".encode() for n in range(k, k + batch)),
                  f"lines {k} to {k + batch - 1}")
         for n in range(k, k + batch):
-            line = ctx.recv_line(bob, f"ada's line {n}")
+            line = ctx.recv_line(bob, f"ada's line {n}", lambda: CUT_OFF if bob.eof else STALLED)
             if line == "* slow left (too_slow)":
                 dropped = True
                 line = ctx.recv_line(bob, f"ada's line {n}")
+            if line == "* bob left (too_slow)" or line.startswith("* Server closing"):
+                raise ctx.fail(f"bob receives ada's line {n}, in order", short(line, 80), CUT_OFF)
             if line != f"<ada> {n:05d} {filler}":
-                raise ctx.fail(f"bob receives ada's line {n}, in order", repr(line[:80]))
+                raise ctx.fail(f"bob receives ada's line {n}, in order", short(line, 80))
         k += batch
         if dropped:
             break
@@ -86,6 +100,13 @@ def flood_past_a_slow_reader(ctx: Context, server: Any) -> None:
     ctx.expect_line(ada, "* slow left (too_slow)")
     ada.send_line("/who")
     ctx.expect_line(ada, "* Online: ada, bob")
+    ctx.step("slow reads at last: what was already sent, then the end of its connection")
+    try:
+        slow.expect_closed(timeout=10)
+    except AssertionError:
+        raise ctx.fail("slow's connection closed by the server, once it was dropped as too slow", "it stayed open",
+                       "telling the room is half of dropping a client: close its connection too (abort() the socket, "
+                       "or close it), so that its threads or its place in the loop end") from None
 
 
 def burst_to_a_slow_reader(ctx: Context, ada: Any, bob: Any) -> None:
@@ -114,7 +135,40 @@ def partial_sends(ctx: Context) -> None:
     ada = join(ctx, server.address, "ada")
     bob = join(ctx, server.address, "bob", rcvbuf=4096)
     expect(ctx, ada, "* bob joined")
+    shrink_send_buffer(ctx, server, "bob")
     burst_to_a_slow_reader(ctx, ada, bob)
+
+
+def shrink_send_buffer(ctx: Context, server: Any, name: str) -> None:
+    """Give the server's end of ``name``'s connection a tiny send buffer: then send() takes only part."""
+    peers = [p for p in getattr(server, "clients", []) if getattr(p, "name", None) == name]
+    if not peers:
+        raise ctx.fail(f"{name} in server.clients, with peer.name set", "not there",
+                       "keep every client in self.clients (under self.lock): the rules of exercise 6 read it")
+    peers[0].sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_SNDBUF)
+    ctx.step(f"the check gives the server's end of {name}'s connection a {SMALL_SNDBUF}-byte send buffer: each "
+             "send() now takes only part of what is offered")
+
+
+IDLE_CPU = 0.25  # seconds of CPU per second of waiting, at most, for a loop that sleeps in select()
+
+
+@check("an idle event loop sleeps in select(): it does not spin", points=1,
+       hint="watch a client for EVENT_WRITE only while its buffer holds something: an empty buffer is always "
+            "writable, and select() then returns at once, for ever")
+def no_spinning(ctx: Context) -> None:
+    server = start(ctx)
+    ada, bob = room(ctx, server.address, "ada", "bob")
+    ada.send_line("hello")
+    expect(ctx, bob, "<ada> hello")
+    ctx.step("everything is sent; nobody speaks for 1 s, while the check measures this process's CPU time")
+    wall, cpu = time.monotonic(), time.process_time()
+    time.sleep(1.0)  # the measurement itself: CPU used over a second of silence
+    used = (time.process_time() - cpu) / (time.monotonic() - wall)
+    ctx.step(f"CPU time used while idle: {used * 100:.0f}% of one core")
+    if used > IDLE_CPU:
+        raise ctx.fail(f"an idle server to use (almost) no CPU: under {IDLE_CPU * 100:.0f}% of a core",
+                       f"{used * 100:.0f}% of a core: the loop spins")
 
 
 @check("a line over 4096 bytes: an error line, then that client alone is closed", points=1,
@@ -127,6 +181,14 @@ def too_long(ctx: Context) -> None:
        hint="the loop looks at the stop flag at least every ACCEPT_WAIT seconds; on the way out it closes "
             "every client and the selector")
 def stopping(ctx: Context) -> None:
+    quiet = start(ctx)
+    ctx.call("stop() a server nobody has connected to", quiet.stop)
+    left = server_threads(ctx)
+    if left:
+        raise ctx.fail("no thread of the server left after stop(), with no client to wake select()",
+                       ", ".join(repr(t.name) for t in left),
+                       "select() without a timeout waits until a socket is ready, for ever if none is: "
+                       "select(timeout=ACCEPT_WAIT) lets the loop look at the stop flag")
     server = start(ctx)
     clients = [join(ctx, server.address, name) for name in ("ada", "bob")]
     ctx.call("stop()", server.stop)

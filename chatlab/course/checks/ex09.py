@@ -12,6 +12,8 @@ MODULE, SERVER = "ex09_slow_clients", "OutboxChatServer"
 
 
 def start(ctx: Context, **kwargs: Any) -> Any:
+    ctx.banner_hint = ("nothing arrived, not even the banner: send() only puts it in the outbox -- it must also "
+                       "wake the writer (self.ready.notify()), which then sends it")
     return ex06.start(ctx, MODULE, SERVER, **kwargs)
 
 
