@@ -58,6 +58,11 @@ class LineDecoder:
         """Bytes held of a line that has not ended yet."""
         return len(self._partial)
 
+    @property
+    def held(self) -> bytes:
+        """The start of a line whose end has not arrived (what a failed check shows)."""
+        return bytes(self._partial)
+
     def feed(self, data: bytes) -> list[bytes]:
         lines: list[bytes] = []
         start = 0

@@ -210,6 +210,10 @@ class RawClient:
         self._next(None, "the banner line", None)
         return self.wire.banner or ""
 
+    def held(self) -> bytes:
+        """What arrived after the last complete line: a line still without its newline."""
+        return self.wire.held()
+
     def recv_line(self, timeout: float | None = None) -> str:
         return str(self._next(LINES, "a line", timeout)["text"])
 

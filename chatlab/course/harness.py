@@ -87,7 +87,8 @@ def short(value: Any, limit: int = 80) -> str:
             keep = keep * 3 // 4
         return f"{value[:keep]!r}... ({plural(len(value), unit)} in all)"
     if isinstance(value, (list, tuple)):
-        shown, used = [], 2
+        shown: list[str] = []
+        used = 2
         for item in value:
             piece = short(item, max(20, limit // 3))
             if used + len(piece) > limit and shown:
@@ -124,9 +125,9 @@ def where_they_differ(expected: bytes | str, got: bytes | str, unit: str = "byte
     shown = (lambda v: show_bytes(v).replace("\n", "\n    ")) if isinstance(expected, bytes) else short
     head = f"they first differ at {unit} {at:,} ({plural(len(expected), unit)} expected, {len(got):,} got)"
     if at == len(got):
-        head += f": what came stops there"
+        head += ": what came stops there"
     elif at == len(expected):
-        head += f": what came goes on past the end"
+        head += ": what came goes on past the end"
     return (f"{head}\n  expected from {unit} {start:,}: {shown(expected[start:at + 40])}"
             f"\n  got from {unit} {start:,}:      {shown(got[start:at + 40])}")
 
@@ -192,6 +193,7 @@ class Context:
         self._cleanups: list[tuple[str, Callable[[], Any]]] = []
         self._hung: list[Callable[..., Any]] = []  # calls that timed out: not tried again
         self.threads_before = set(threading.enumerate())
+        self.banner_hint: str | None = None  # an exercise's own words for "no banner came"
 
     # ------------------------------------------------------------ steps
 
@@ -299,9 +301,8 @@ class Context:
 
     @staticmethod
     def _partial(client: RawClient) -> bytes:
-        """The start of a line ``client`` received without its newline (chatlab's decoder keeps it privately)."""
-        decoder = client.lines
-        return bytes(getattr(decoder, "_partial", None) or getattr(decoder, "partial", None) or b"")
+        """The start of a line ``client`` received without its newline."""
+        return client.held()
 
     def _unfinished(self, client: RawClient, got: str) -> str:
         """``got``, and the start of a line that came without its newline, if one did."""

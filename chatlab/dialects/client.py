@@ -76,6 +76,10 @@ class ClientWire:
         """Bytes held of a message (or the banner) that has not arrived completely."""
         return len(self._raw) + self._frames.pending + self._lines.pending
 
+    def held(self) -> bytes:
+        """The start of a line (lines mode) that came without its newline, and bytes not yet decoded."""
+        return self._lines.held + bytes(self._raw)
+
     def receive_data(self, data: bytes) -> None:
         self._raw += data
 

@@ -17,7 +17,7 @@ def banner(ctx: Context, client: RawClient) -> str:
     # An exercise may know better why no banner came (exercise 8: the buffer never written).
     return ctx.expect_line(client, lambda line: line.startswith("chatlab/"),
                            "the banner line, 'chatlab/1 ...'",
-                           getattr(ctx, "banner_hint", None)
+                           ctx.banner_hint
                            or "the server speaks first: send BANNER as soon as the client is connected")
 
 

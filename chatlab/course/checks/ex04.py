@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+from typing import Any
 
 from ...framing import FrameDecoder as ReferenceDecoder
 from ...framing import encode_frame as reference_encode
@@ -64,7 +65,8 @@ def decode(ctx: Context, decoder: object, data: bytes, log: bool = False, limit:
     # frame of exactly the limit, decodes without an error or an endless loop
     # even in a decoder that forgets to drop the header.)
     try:
-        type(decoder)(max_size=4).feed(b"\x00\x00\x00\x04\x00\x00\x00\x01")
+        probe: Any = type(decoder)
+        probe(max_size=4).feed(b"\x00\x00\x00\x04\x00\x00\x00\x01")
         hint = ("every frame here is within the limit, so the length was read from the wrong bytes: once a header "
                 "is read, delete it from the buffer, and after each payload reset self.length to None")
     except ValueError:

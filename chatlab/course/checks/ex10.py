@@ -180,7 +180,9 @@ def tcp_fields(ctx: Context) -> None:
 
 def reference_follow(raw: list[bytes]) -> list[tuple]:
     """The expected segments: (sender, flags, relative seq, relative ack or None, payload length)."""
-    out, isn, client = [], {}, None
+    out: list[tuple] = []
+    isn: dict[Any, int] = {}
+    client = None
     for packet in raw:
         p = reference(packet)
         me, other = (p.ip.src, p.tcp.src_port), (p.ip.dst, p.tcp.dst_port)
