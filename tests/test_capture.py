@@ -266,7 +266,7 @@ def test_chatlab_capture_stops_after_a_count_and_on_ctrl_c(host, tmp_path: Path)
             finally:
                 process.kill()
                 process.wait()
-            assert process.returncode == 0, err
+            assert process.returncode == 0, f"{stop}: exit {process.returncode}\n{''.join(lines)}{out}\n{err}"
             assert f"2 packets written to {path}" in out
             shown = subprocess.run(["tshark", "-r", str(path)], capture_output=True, text=True, timeout=30).stdout
             assert len(shown.splitlines()) == 2 and "UDP" in shown

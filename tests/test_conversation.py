@@ -229,3 +229,29 @@ def test_a_loss_across_a_slow_link_holds_the_messages_behind_it(network) -> None
     assert fill.messages[0].startswith("say 'message 1") and len(fill.messages) == 1 + len(held)
     said = [text for _, d, text in c.messages() if d == CLIENT and text.startswith("say")]
     assert [text[:15] for text in said] == [f"say 'message {i} " for i in range(4)]
+
+
+@needs_network
+def test_a_tls_chat_reads_as_encrypted_records(network, tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    from chatlab.client import ChatClient
+    from chatlab.tls import client_context, make_lab_pki, server_context
+
+    from chatlab.servers import make_server
+
+    paths = make_lab_pki(tmp_path / "certs", ["127.0.0.1"])
+    host = network.host("tls")
+    tls = host.keep(host.call(make_server, "threads", "127.0.0.1", 0,
+                              tls=server_context(paths["cert"], paths["key"])))
+    host.call(tls.start)
+    with Capture("lo", port=tls.address[1], netns=host.namespace) as cap:
+        ada = host.call(ChatClient, *tls.address, name="ada", tls=client_context(paths["ca"]))
+        ada.say("a secret")
+        ada.wait_for(lambda m: m.get("type") == "message")
+        ada.close()
+        assert cap.wait(lambda ps: conversation(ps).closed and ps[-1].tcp.flags == 0x10)
+    conv = conversation(cap.packets)
+    assert conv.mode == "tls"
+    said = [text for _, _, text in conv.messages()]
+    assert said and set(said) == {"TLS (encrypted)"}
+    assert not any(b"a secret" in s.packet.payload for s in conv.segments)  # not in any packet, in the clear

@@ -42,6 +42,8 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise(7, "ex07_client", "The client: a send thread, a receive thread, a clean close", "notebooks/03_thread_server.ipynb"),
     Exercise(8, "ex08_selectors", "One thread for everyone: a selectors event loop", "notebooks/05_concurrency_models.ipynb"),
     Exercise(9, "ex09_slow_clients", "Slow clients: a bounded outbox and a writer per client", "notebooks/06_reliability.ipynb"),
+    Exercise(10, "ex10_wire", "On the wire: IPv4 and TCP headers, a connection from SYN to FIN",
+             "notebooks/12_tcp_reliability.ipynb"),
 )
 
 

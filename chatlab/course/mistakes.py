@@ -444,3 +444,38 @@ EX09 = (
       ("notify",), tags=("locking",)),
 )
 MISTAKES += EX09
+
+# -------------------------------------------------------------- exercise 10
+EX10 = (
+    M(10, "native byte order", "parse_ipv4's struct format lacks \"!\": the fields are read in this machine's "
+      "(little-endian) byte order",
+      (('struct.unpack_from("!BBHHHBBH4s4s", packet)', 'struct.unpack_from("BBHHHBBH4s4s", packet)'),),
+      ("network byte order",), tags=("framing",)),
+    M(10, "IHL taken as bytes", "the IPv4 header length is IHL itself, not IHL * 4",
+      (("header_length = (first & 0x0F) * 4", "header_length = first & 0x0F"),),
+      ("32-bit words",), tags=("framing",)),
+    M(10, "IPv4 header always 20 bytes", "the IPv4 payload is cut at byte 20, whatever IHL says (options forgotten)",
+      (("return header, packet[header_length:total_length]", "return header, packet[20:total_length]"),),
+      ("options", "header_length"), tags=("framing",)),
+    M(10, "TCP options ignored", "the TCP payload starts at byte 20, not at the data offset",
+      (("window, segment[header_length:])", "window, segment[20:])"),),
+      ("options", "data offset"), tags=("framing",)),
+    M(10, "data offset taken as bytes", "the TCP header length is the data offset itself, not offset * 4",
+      (("header_length = (offset >> 4) * 4", "header_length = offset >> 4"),),
+      ("32-bit words",), tags=("framing",)),
+    M(10, "flags compared with ==", "a flag counts as set only when it is the only one set (flags == bit)",
+      (("if flags & bit)", "if flags == bit)"),),
+      ("several flags", "&"), tags=("framing",)),
+    M(10, "ACK counted from its own ISN", "the acknowledgment number is made relative to the sender's own ISN",
+      (("ack = (tcp.ack - isn[other]) % WRAP", "ack = (tcp.ack - isn[me]) % WRAP"),),
+      ("other side",)),
+    M(10, "no wrap at 2**32", "relative numbers are plain differences: negative once the numbers wrap",
+      (("ack = (tcp.ack - isn[other]) % WRAP if", "ack = (tcp.ack - isn[other]) if"),
+       ("(tcp.seq - isn[me]) % WRAP,", "(tcp.seq - isn[me]),")),
+      ("wrap",), tags=("limits",)),
+    M(10, "the last FIN closes", "closing() names the sender of the last FIN, not of the first",
+      (('    for segment in segments:\n        if "RST" in segment.flags:',
+        '    for segment in reversed(segments):\n        if "RST" in segment.flags:'),),
+      ("first FIN",), tags=("closing",)),
+)
+MISTAKES += EX10

@@ -422,9 +422,9 @@ def run(interface: str = "lo", port: int | None = None, host: str | None = None,
     what = " and ".join(filter(None, [f"port {port}" if port is not None else "", f"host {host}" if host else ""]))
     until = ", ".join(filter(None, [f"{count} packets" if count else "", f"{duration:g} s" if duration else "",
                                     "Ctrl+C"]))
-    print(f"Capturing on {interface}{' in ' + netns if netns else ''}{', ' + what if what else ''} "
-          f"into {path}, until {until}.", file=out, flush=True)
-    try:
+    try:  # from the first word printed on, Ctrl+C must end in stop(): the file closed, the count said
+        print(f"Capturing on {interface}{' in ' + netns if netns else ''}{', ' + what if what else ''} "
+              f"into {path}, until {until}.", file=out, flush=True)
         cap.done.wait()
     except KeyboardInterrupt:
         pass

@@ -229,8 +229,9 @@ class _Stream:
         if self.mode == "?":
             self.mode = ("tls" if data[:1] == b"\x16" else "lines") if self.banner_first else \
                 {b"\x00": "frames", b"\x16": "tls"}.get(data[:1], "lines")
-        if self.mode == "tls":
-            done.append("TLS (encrypted)") if not done else None
+        if self.mode == "tls":  # encrypted: the records are there, their messages cannot be read
+            if not done:
+                done.append("TLS (encrypted)")
             return
         if self.banner_first and not self.banner_done:  # the server's banner: always one line
             newline = data.find(b"\n")
