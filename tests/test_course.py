@@ -320,7 +320,7 @@ def test_a_wrong_answer_shows_the_transcript_expected_got_and_hint(tmp_path):
     result = run_check(folder, echo_check)
     assert result.status == "failed"
     for part in ("Transcript (most recent last):", "client: send 6 bytes b'hello\\n'",
-                 "Expected: the echo of b'hello\\n' b'hello\\n'", "But got:  b'HELLO\\n'",
+                 "Expected: the echo of b'hello\\n', 6 bytes: b'hello\\n'", "But got:  b'HELLO\\n'",
                  f"Hint:     {echo_check.hint}"):
         assert part in result.message
     assert "Traceback" not in result.message

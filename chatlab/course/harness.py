@@ -190,7 +190,7 @@ class Context:
         self.folder = folder
         self.log = log
         self.hint = hint
-        self._cleanups: list[tuple[str, Callable[[], Any]]] = []
+        self._cleanups: list[tuple[str, Callable[[], Any], str | None]] = []
         self._hung: list[Callable[..., Any]] = []  # calls that timed out: not tried again
         self.threads_before = set(threading.enumerate())
         self.banner_hint: str | None = None  # an exercise's own words for "no banner came"
@@ -246,7 +246,10 @@ class Context:
 
     def start(self, server: Any, what: str = "start the server") -> Any:
         """``server.start()``, checked; ``server.stop()`` is called at the end, whatever happens."""
-        self.on_cleanup("stop the server", server.stop)
+        self.on_cleanup("stop the server", server.stop,
+                        hint=getattr(self, "stop_hint", None) or "stop() did not return: a thread it waits for "
+                        "(join) never ends -- every thread the server starts must end when its client goes or "
+                        "the server stops")
         result = self.call(f"{what}: start()", server.start)
         if result is not server:
             raise self.fail("start() to return the server itself (return self)", repr(result),
@@ -272,15 +275,16 @@ class Context:
     def expect_bytes(self, client: RawClient, expected: bytes, what: str = "", hint: str | None = None) -> bytes:
         """Read from ``client`` until ``len(expected)`` bytes came (or the stream ended); compare."""
         got = b""
+        wanted = f"{what or 'to receive'}, {plural(len(expected), 'byte')}: {show_bytes(expected)}"
         deadline = time.monotonic() + client.timeout
         try:
             while len(got) < len(expected):
                 got += client._recv_some(deadline, what or plural(len(expected), "byte"))
         except CheckFailed as exc:
             if not got:  # nothing at all came: say so, with this check's hint
-                raise self.fail(f"{what or 'to receive'} {show_bytes(expected)}", _got_of(exc), hint) from None
+                raise self.fail(wanted, _got_of(exc), hint) from None
         if got != expected:
-            raise self.fail(f"{what or 'to receive'} {show_bytes(expected)}",
+            raise self.fail(wanted,
                             f"{show_bytes(got)}\n  {where_they_differ(expected, got)}", hint)
         return got
 
@@ -368,20 +372,20 @@ class Context:
 
     # ------------------------------------------------------------ cleanup
 
-    def on_cleanup(self, what: str, action: Callable[[], Any], quiet: bool = False) -> None:
-        self._cleanups.append((what if not quiet else "", action))
+    def on_cleanup(self, what: str, action: Callable[[], Any], quiet: bool = False, hint: str | None = None) -> None:
+        self._cleanups.append((what if not quiet else "", action, hint))
 
     def cleanup(self) -> BaseException | None:
         """Undo what the check started, newest first, each step bounded; the first error, if any."""
         first: BaseException | None = None
         while self._cleanups:
-            what, action = self._cleanups.pop()
+            what, action, hint = self._cleanups.pop()
             if action in self._hung:
                 self.step(f"{what}: skipped, it hung already")
                 continue
             try:
                 if what:
-                    self.call(what, action)
+                    self.call(what, action, hint=hint)
                 else:
                     action()
             except BaseException as exc:

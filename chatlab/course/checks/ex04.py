@@ -93,7 +93,7 @@ def header_hint(wanted: bytes, got: bytes, length: int) -> str | None:
 def encoding(ctx: Context) -> None:
     ex = ctx.load("ex04_frames")
     for payload in (b"hi", b"", b"x" * 300, b'{"type":"say","text":"hi"}'):
-        ctx.step(f"encode_frame({payload!r:.40})")
+        ctx.step(f"encode_frame({short(payload, 40)})")
         got = ex.encode_frame(payload)
         wanted = struct.pack(">I", len(payload)) + payload
         if not isinstance(got, (bytes, bytearray)):

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ...testing import RawClient
-from ..harness import STEP_TIMEOUT, Context, check
+from ..harness import STEP_TIMEOUT, Context, check, short
 from .common import finish, in_background
 
 BANNER = "chatlab/1 Welcome! Type your name and press Enter."
@@ -174,7 +174,7 @@ def two_threads(ctx: Context) -> None:
     for k in range(3000):
         line = ctx.recv_line(server, f"ada's line {k}")
         if line != f"{k} {filler}":
-            raise ctx.fail(f"line {k} of ada's, in order", repr(line[:60]))
+            raise ctx.fail(f"line {k} of ada's, in order", short(line, 60))
     ctx.step("all 3000 lines arrived, in order")
 
 
@@ -274,7 +274,7 @@ def with_chatlab(ctx: Context) -> None:
             seen.append(client.received.get(timeout=0.05))
         except queue.Empty:
             ctx.log.raise_thread_error()
-    ctx.step(f"ada received {seen!r:.300}")
+    ctx.step(f"ada received {short(seen, 300)}")
     if "<bob> très bien" not in seen:
         raise ctx.fail("ada receives '<bob> très bien'", repr(seen[-5:]))
     ctx.call("client.close()", client.close)

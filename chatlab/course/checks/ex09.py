@@ -14,6 +14,8 @@ MODULE, SERVER = "ex09_slow_clients", "OutboxChatServer"
 def start(ctx: Context, **kwargs: Any) -> Any:
     ctx.banner_hint = ("nothing arrived, not even the banner: send() only puts it in the outbox -- it must also "
                        "wake the writer (self.ready.notify()), which then sends it")
+    ctx.stop_hint = ("stop() waits for every reader and writer thread, and a writer ends only once its outbox is "
+                     "closed: when a conversation ends, serve() must close the outbox (and join the writer)")
     return ex06.start(ctx, MODULE, SERVER, **kwargs)
 
 

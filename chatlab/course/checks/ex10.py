@@ -21,7 +21,7 @@ from typing import Any
 
 from ...net.packets import parse
 from ...net.pcap import LINKTYPE_RAW, read_pcap
-from ..harness import Context, check, diagnose, show_bytes
+from ..harness import Context, check, diagnose, short, show_bytes
 
 DATA = Path(__file__).resolve().parent / "data"
 WRAP = 2**32
@@ -84,7 +84,7 @@ def expect_ipv4(ctx: Context, ex: Any, packet: bytes, number: int) -> None:
     ref = reference(packet).ip
     got = call(ctx, f"parse_ipv4(packet {number}: {len(packet)} bytes)", ex.parse_ipv4, packet)
     if not (isinstance(got, tuple) and len(got) == 2):
-        raise ctx.fail("a pair: (IPv4 header, payload)", repr(got)[:200], "return header, payload")
+        raise ctx.fail("a pair: (IPv4 header, payload)", short(got, 200), "return header, payload")
     header, payload = got
     wanted = {"version": 4, "header_length": ref.header_length, "total_length": ref.total_length, "ttl": ref.ttl,
               "protocol": ref.protocol, "src": ref.src, "dst": ref.dst}
@@ -211,7 +211,7 @@ def expect_follow(ctx: Context, ex: Any, name: str, isn_note: str = "") -> None:
     wanted = reference_follow(raw)
     got = call(ctx, f"follow(the {len(raw)} packets of data/{name}){isn_note}", ex.follow, raw)
     if not isinstance(got, list) or len(got) != len(wanted):
-        raise ctx.fail(f"a list of {len(wanted)} Segments", repr(got)[:200], "one Segment per packet, in order")
+        raise ctx.fail(f"a list of {len(wanted)} Segments", short(got, 200), "one Segment per packet, in order")
     for i, (have, want) in enumerate(zip(got, wanted)):
         if tuple(have) == want:
             ctx.step(f"  {i + 1:2d}. {show(have)}")
