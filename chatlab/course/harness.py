@@ -194,6 +194,7 @@ class Context:
         self._hung: list[Callable[..., Any]] = []  # calls that timed out: not tried again
         self.threads_before = set(threading.enumerate())
         self.banner_hint: str | None = None  # an exercise's own words for "no banner came"
+        self.stop_hint: str | None = None  # ... and for "stop() did not return"
 
     # ------------------------------------------------------------ steps
 
@@ -247,7 +248,7 @@ class Context:
     def start(self, server: Any, what: str = "start the server") -> Any:
         """``server.start()``, checked; ``server.stop()`` is called at the end, whatever happens."""
         self.on_cleanup("stop the server", server.stop,
-                        hint=getattr(self, "stop_hint", None) or "stop() did not return: a thread it waits for "
+                        hint=self.stop_hint or "stop() did not return: a thread it waits for "
                         "(join) never ends -- every thread the server starts must end when its client goes or "
                         "the server stops")
         result = self.call(f"{what}: start()", server.start)
