@@ -509,7 +509,10 @@ class ChatCore:
         the sender, where its dialect does not hear its own messages)."""
         for dialect, ids in room.audience().items():
             leave_out = skip or (skip_own if not dialect.hears_own else None)
-            if leave_out is not None and type(leave_out.dialect) is dialect:
-                ids = tuple(i for i in ids if i != leave_out.id)
+            if leave_out is not None and type(leave_out.dialect) is dialect and leave_out.id in ids:
+                # Two slices around one C-speed search: a Python loop over
+                # every member, per message, was a fifth of a busy server's time.
+                at = ids.index(leave_out.id)
+                ids = ids[:at] + ids[at + 1:]
             if ids:
                 out.append(Send(ids, dialect.encode_shared(msg)))
