@@ -68,6 +68,12 @@ from .rooms import DEFAULT_ROOM, Room
 from .session import Client, Out
 
 log = logging.getLogger("chatlab.core")
+# One line per chat message: the log that grows with the traffic, so it can
+# be switched off on its own (serverlog.py, ``chatlab serve --no-message-log``).
+# A log record costs ~15 µs to make, format and write -- as much as the
+# whole broadcast to a hundred members -- so the lines of one burst (what
+# one recv() brought) go out as one record, a line per message.
+messages_log = logging.getLogger("chatlab.messages")
 
 Handler = Callable[[Client, dict[str, Any], float, Out], None]
 
@@ -87,6 +93,7 @@ class ChatCore:
         self.history = history if history is not None else History()  # in memory unless given a file
         self.wallclock = wallclock  # only for the "ts" a message carries; every rule runs on ``now``
         self.clients: dict[ClientId, Client] = {}  # every open connection
+        self._said: list[str] = []  # message-log lines of this burst, not yet logged (_log_said)
         self.members: dict[str, Client] = {}  # name key -> registered client, in join order
         self.rooms: dict[str, Room] = {}  # room key -> room; the lobby always exists
         self.lobby = self._room(DEFAULT_ROOM)
@@ -150,7 +157,9 @@ class ChatCore:
                 self.close(client, "flooding", "too much sent while your login was being checked", now, out)
             return out
         batch: list[Unit | WireError] = [*units, failure] if failure is not None else list(units)
-        return self._run(client, batch, now)
+        effects = self._run(client, batch, now)
+        self._log_said()
+        return effects
 
     def _run(self, client: Client, units: list[Unit | WireError], now: float) -> list[Effect]:
         """Handle a client's units in order; a WireError among them (last) ends the connection."""
@@ -241,6 +250,7 @@ class ChatCore:
             if msg is not None:
                 self.handlers[msg["type"]](client, msg, now, out)
         except ProtocolError as exc:
+            self._log_said()  # what was said before it, first
             log.info("%s: %s: %s", client, exc.code, exc.message)
             self.error(client, exc.code, exc.message, out)
 
@@ -287,7 +297,8 @@ class ChatCore:
         if client.key not in room.announced:
             self._announce(client, room, out)  # quiet in a large room until now (see _enter)
         message = self._message(client, text, room=room.name)
-        log.info("message %d from %s in %s: %s", message["id"], client.name, room.name, text)
+        if messages_log.isEnabledFor(logging.INFO):
+            self._said.append(f"message {message['id']} from {client.name} in {room.name}: {text}")
         # Programs get every message, their own included, so they can see
         # where it fell in the one server-wide order; a person has already
         # seen what they typed (each dialect's ``hears_own``).
@@ -299,7 +310,8 @@ class ChatCore:
         target = self.user(msg["to"])
         assert target.name is not None  # a member has a name
         message = self._message(client, self._check_text(msg["text"]), to=target.name)
-        log.info("private message %d from %s to %s", message["id"], client.name, target.name)
+        if messages_log.isEnabledFor(logging.INFO):
+            self._said.append(f"private message {message['id']} from {client.name} to {target.name}")
         # Only the two parties see it; the sender's copy confirms it, as in a room.
         for party in dict.fromkeys([target, client]):
             if party is target or party.dialect.hears_own:
@@ -388,6 +400,7 @@ class ChatCore:
 
     def close(self, client: Client, reason: str, notice: str | None, now: float, out: Out) -> None:
         """Forget a client; tell it why (if it can still hear) and tell the room."""
+        self._log_said()  # what it said before it went, first
         if notice is not None:
             self._notify_closing(client, reason, notice, out)
         out.append(Close(client.id, reason))
@@ -440,9 +453,18 @@ class ChatCore:
                 then(result, now, out)
             except ProtocolError as exc:
                 self.error(client, exc.code, exc.message, out)
-            return out + self._run(client, backlog, now) if self.clients.get(client.id) is client else out
+            if self.clients.get(client.id) is client:
+                out += self._run(client, backlog, now)
+                self._log_said()
+            return out
 
         return Work(job, resume, what)
+
+    def _log_said(self) -> None:
+        """The message-log lines of this burst, as one record (serverlog.py gives each line its timestamp)."""
+        if self._said:
+            lines, self._said = self._said, []
+            messages_log.info("\n".join(lines))
 
     def _written(self, result: Any, now: float) -> list[Effect]:
         if isinstance(result, BaseException):
