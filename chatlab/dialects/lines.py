@@ -97,7 +97,8 @@ def parse_line(line: bytes, registered: bool) -> Message | None:
         to, words = rest.split(" ", 1)
         return {"type": "dm", "to": to, "text": words}
     if command == "/history":
-        if rest and not rest.isdigit():
+        # isdecimal, not isdigit: "²" is a digit that int() refuses.
+        if rest and not rest.isdecimal():
             raise ProtocolError(BAD_FRAME, "usage: /history [N]")
         return {"type": "history", "limit": int(rest)} if rest else {"type": "history"}
     if command in ("/join", "/msg"):
