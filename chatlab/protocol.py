@@ -51,6 +51,9 @@ TOO_MANY_ROOMS = "too_many_rooms"  # over the rooms-per-user or rooms-per-server
 RATE_LIMITED = "rate_limited"  # over the message rate limit: that message was dropped
 AUTH_REQUIRED = "auth_required"  # that name has an account: hello needs its password
 AUTH_FAILED = "auth_failed"  # wrong name or password (one answer for both), after a delay
+# A chat shared by several servers (chatlab serve --redis; docs/scaling.md).
+UNAVAILABLE = "unavailable"  # the servers' shared store (Redis) is unreachable: nothing was sent
+OTHER_SERVER = "other_server"  # a file for someone connected to another server of the chat
 
 # Each client message: the fields it must carry, then the fields it may carry,
 # with their JSON types.  Other fields are allowed (and ignored), so that
