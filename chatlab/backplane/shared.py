@@ -52,6 +52,8 @@ log = logging.getLogger("chatlab.backplane")
 REPLAY = 512
 
 UNREACHABLE = "the chat's shared store (Redis) is unreachable: {what} until it is back"
+AVAILABLE = "available"  # a notice's code: the shared store is back
+BACK = "the chat's shared store (Redis) is back: messages can be sent again"
 
 
 @dataclass(eq=False)
@@ -197,7 +199,7 @@ class SharedRooms(Backplane):
             self._failed(result, "you cannot register")
             if result is None:
                 raise ProtocolError(NAME_TAKEN, f"the name {name} is taken; try another name")
-            (at, quiet, members, history), users = result
+            (at, quiet, members, history, _), users = result
             client.name, client.key = name, key
             self.core.members[key] = client
             log.info("%s registered as %s (shared)", client.peer, name)
@@ -339,8 +341,8 @@ class SharedRooms(Backplane):
 
         def then(result: Any, now: float, out: Out) -> None:
             self._failed(result, "you cannot join a room")
-            at, quiet, members, history = result
-            here = core.rooms.get(key) or core._room(shown)
+            at, quiet, members, history, shown_there = result
+            here = core.rooms.get(key) or core._room(shown_there)
             self._seat(client, here, at, quiet, out)
             client.current_room = here.key
             core.send(client, {"type": "joined", "name": cname, "room": here.name,
@@ -517,10 +519,13 @@ class SharedRooms(Backplane):
         if not up:
             for client in list(self.core.members.values()):
                 self._unavailable(client, "messages cannot be sent", out)
-        elif why == "reset":  # Redis lost its data: its streams start again from nothing
+            return out
+        if why == "reset":  # Redis lost its data: its streams start again from nothing
             for feed in self.feeds.values():
                 feed.delivered = (0, 0)
                 feed.joining.clear()
+        for client in list(self.core.members.values()):
+            self.core.send(client, {"type": "notice", "code": AVAILABLE, "message": BACK}, out)
         return out
 
     def _lost(self, keys: list[str], now: float) -> list[Effect]:

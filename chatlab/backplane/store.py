@@ -55,6 +55,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from typing import Any, Callable, Iterable
 
 import redis
@@ -163,10 +164,11 @@ local quiet = '0'
 if large > 0 and redis.call('HLEN', members) >= large then quiet = '1' end
 local seq = redis.call('INCR', P .. 'joins')
 redis.call('HSET', members, key, cjson.encode({name=name, node=node, seq=seq, quiet=quiet}))
-redis.call('HSET', P .. 'rooms', room, roomname)
+redis.call('HSETNX', P .. 'rooms', room, roomname)  -- the room keeps the name its first member gave it
+roomname = redis.call('HGET', P .. 'rooms', room)
 redis.call('HSET', P .. 'node:' .. node .. ':rooms', room .. '\t' .. key, roomname .. '\t' .. name)
 local sid = notice(room, 'joined', node, key, name, '', quiet, here)
-return {sid, quiet, redis.call('HVALS', members)}
+return {sid, quiet, redis.call('HVALS', members), roomname}
 """
 
 LEAVE = PRELUDE + r"""
@@ -282,9 +284,9 @@ class RedisStore:
         # Commands from Work jobs and the heartbeat share a pool (redis-py's is thread-safe).
         # No retries: a script retried after a lost answer would say a message twice.
         self.redis: Any = redis.Redis.from_url(url, **options)
-        # The reader has a connection of its own: it spends its life blocked in XREAD.
-        self._reader: Any = redis.Redis.from_url(url, single_connection_client=True,
-                                            **{**options, "socket_timeout": READ_BLOCK + COMMAND_TIMEOUT})
+        # The reader has a connection of its own (made by connect()): it spends its life blocked in XREAD.
+        self._reader_options = {**options, "socket_timeout": READ_BLOCK + COMMAND_TIMEOUT}
+        self._reader: Any = None
         self._scripts = {name: self.redis.register_script(text) for name, text in (
             ("hello", HELLO), ("heartbeat", HEARTBEAT_SCRIPT), ("claim", CLAIM), ("join", JOIN), ("leave", LEAVE),
             ("release", RELEASE), ("say", SAY), ("dm", DM), ("reap", REAP))}
@@ -299,6 +301,7 @@ class RedisStore:
         self.pending: list[Callable[[], Any]] = []  # departures Redis did not hear of: retried when it is back
         self.epoch = ""
         self._reset = False  # the epoch changed: the cores must forget how far they had read
+        self._grace = 0.0  # (monotonic) no reaping before this: after an outage, give the others time to beat
         self.last_id = 0  # the highest message id seen
         self.available = False
         self.counts = {"outages": 0, "reaped": 0, "reasserted": 0, "read": 0}
@@ -325,7 +328,8 @@ class RedisStore:
         try:
             self.redis.ping()
         except redis.RedisError as exc:
-            raise Unavailable(f"cannot reach Redis at {self.url}: {exc}. Is redis-server running there?") from None
+            raise Unavailable(f"cannot reach Redis at {self.url}: {str(exc).rstrip('.')}. Is redis-server running there?") from None
+        self._reader = redis.Redis.from_url(self.url, single_connection_client=True, **self._reader_options)
         self._hello()
         self.available = True
         self._beat()  # alive from the start: others may look our users up at once
@@ -350,7 +354,8 @@ class RedisStore:
         except (redis.RedisError, Unavailable):
             log.warning("could not retire node %s from Redis: the others will reap it in %d s", self.node, self.ttl)
         self.redis.close()
-        self._reader.close()
+        if self._reader is not None:
+            self._reader.close()
 
     # -------------------------------------------------------- the scripts
 
@@ -387,16 +392,16 @@ class RedisStore:
         return bool(won)
 
     def join(self, room: str, roomname: str, key: str, name: str, large: int, recent: int,
-             here: bool = True) -> tuple[StreamId, bool, list[dict[str, Any]], list[dict[str, Any]]]:
+             here: bool = True) -> tuple[StreamId, bool, list[dict[str, Any]], list[dict[str, Any]], str]:
         """Join: the entry id of the join, whether quiet, the members (``name``, ``quiet``: in join order),
-        and the room's history before the join."""
-        sid, quiet, members = self._script("join", room, roomname, key, name, large, "1" if here else "0")
+        the room's history before the join, and the room's name (as its first member spelt it)."""
+        sid, quiet, members, roomname = self._script("join", room, roomname, key, name, large, "1" if here else "0")
         with self._lock:
             self.rooms[(room, key)] = (roomname, name)
         at = parse_id(sid)
         ordered = sorted((json.loads(m) for m in members), key=lambda m: m["seq"])
         history = self.history(room, roomname, recent, end=at) if recent else []
-        return at, quiet == "1", ordered, history
+        return at, quiet == "1", ordered, history, roomname
 
     def leave(self, room: str, key: str, name: str, reason: str, quiet: bool) -> None:
         with self._lock:
@@ -576,6 +581,9 @@ class RedisStore:
             self.redis.ping()
             self._hello()
             self.available = True
+            # Every node's heartbeat may have run out while Redis was away:
+            # wait one TTL for the others to beat again before reaping any.
+            self._grace = time.monotonic() + self.ttl
             self._beat()
             with self._lock:
                 pending, self.pending = self.pending, []
@@ -610,7 +618,7 @@ class RedisStore:
 
     def _beat(self) -> None:
         was, dead = self._script("heartbeat", self.ttl)
-        for other in dead:
+        for other in dead if time.monotonic() >= self._grace else ():
             if self._script("reap", other, "server_lost", "0") >= 0:
                 self.counts["reaped"] += 1
                 log.warning("node %s stopped beating: its users are announced as left, their names freed", other)

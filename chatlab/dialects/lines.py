@@ -170,6 +170,8 @@ def render_line(msg: dict[str, Any]) -> str:
         return f"! {msg['message']} ({msg['code']})"
     if kind == "closing":
         return f"* Server closing the connection: {msg['message']}"
+    if kind == "notice":
+        return f"* {msg['message']}"
     return f"* {json.dumps(msg, ensure_ascii=False)}"
 
 

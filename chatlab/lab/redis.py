@@ -111,3 +111,75 @@ class RedisServer(Instrument):
 
     def __repr__(self) -> str:
         return f"<RedisServer {self.url}>"
+
+
+class NodeProcess(Instrument):
+    """``chatlab serve --redis URL`` in a child process: one node of a shared chat, to kill -9 or pause.
+
+    ``args`` go to ``chatlab serve`` as they are (``["--rate-limit", "0"]``).
+    The node's log goes to ``log_file`` (default: nowhere).
+    """
+
+    def __init__(self, url: str, model: str = "selectors", mode: str = "streams", args: tuple[str, ...] = (),
+                 log_file: str | None = None):
+        import sys
+
+        self.url, self.model, self.mode = url, model, mode
+        self._log = open(log_file or os.devnull, "w")
+        command = [sys.executable, "-m", "chatlab", "serve", "--port", "0", "--model", model, "--redis", url,
+                   "--redis-mode", mode, *args]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self._finalizer = weakref.finalize(self, _stop, self.proc)
+        self._register()
+        self.address: tuple[str, int] = ("", 0)
+        self.node = ""
+        deadline = time.monotonic() + START_TIMEOUT * 2
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # the child prints where it listens, then which node it is
+            if " listening on " in line:
+                host, _, port = line.rsplit(" ", 1)[1].strip().rpartition(":")
+                self.address = (host.strip("[]"), int(port))
+            if "this is node " in line:
+                self.node = line.split("this is node ", 1)[1].split(",")[0]
+                break
+            if time.monotonic() > deadline:
+                break
+        if not self.node:
+            self.stop()
+            raise RuntimeError(f"the chatlab node did not start (see {log_file or 'its log'})")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """kill -9: the node dies with no goodbye; the others notice its heartbeat stop."""
+        if self.proc.poll() is None:
+            self.resume()
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: frozen, sockets open, heartbeat silent."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """A graceful stop (SIGTERM: its users are announced as leaving), else kill."""
+        self._unregister()
+        if self.proc.poll() is None:
+            self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+    def __repr__(self) -> str:
+        return f"<NodeProcess {self.model} {self.node} pid {self.proc.pid}>"
