@@ -341,13 +341,13 @@ class ChatCore:
         self._exit(client, room, "left", out, tell_leaver=True)
 
     def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
-        self.require_registered(client)
-        room = self._find_room(msg["room"]) if msg.get("room") else self.member_room(client, None)
+        room = self.member_room(client, msg.get("room"))  # only a room you are in
         limit = max(0, min(msg.get("limit", self.limits.history_on_join), self.limits.history_page))
         messages = self.history.page(room.key, limit, msg.get("before"))
         self.send(client, {"type": "history", "room": room.name, "messages": messages}, out)
 
     def _on_rooms(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
+        self.require_registered(client)  # who is where is for those who said hello
         listing = [{"name": r.name, "members": r.names()} for r in sorted(self.rooms.values(), key=lambda r: r.key)]
         self.send(client, {"type": "rooms", "rooms": listing}, out)
 
@@ -355,6 +355,7 @@ class ChatCore:
         self.send(client, {"type": "pong", "id": msg.get("id")}, out)
 
     def _on_who(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
+        self.require_registered(client)
         if msg.get("room"):
             room = self._find_room(msg["room"])
             self.send(client, {"type": "users", "room": room.name, "users": room.names()}, out)
@@ -419,9 +420,15 @@ class ChatCore:
         self.send(client, {"type": "closing", "reason": reason, "message": message}, out)
 
     def _check_text(self, text: str) -> str:
-        if self.limits.max_text and len(text) > self.limits.max_text:
-            raise ProtocolError(TOO_LARGE, f"text has {len(text)} characters; the limit is {self.limits.max_text}")
+        limit = self.limits.max_text
+        if limit and len(text) > limit:
+            raise ProtocolError(TOO_LARGE, f"text has {len(text)} characters; the limit is {limit}")
         text = clean_text(text)
+        # What is relayed is bounded, not only what arrived: cleaning makes a
+        # control character visible in up to 8 ("<U+0080>").
+        if limit and len(text) > limit:
+            raise ProtocolError(TOO_LARGE, f"text has {len(text)} characters once its control characters are "
+                                           f"made visible; the limit is {limit}")
         if not text.strip():
             raise ProtocolError(BAD_TEXT, "nothing to say: the text is empty")
         return text
