@@ -380,6 +380,7 @@ class SharedRooms(Backplane):
                               f"{name} leaving {room.name}"))
 
     def _on_who(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
+        self.core.require_registered(client)  # who is where is for those who said hello
         if msg.get("room"):
             shown = normalise_name(msg["room"].lstrip("#"))
             key = name_key(shown)
@@ -398,34 +399,22 @@ class SharedRooms(Backplane):
                                   "listing users"))
 
     def _on_rooms(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
+        self.core.require_registered(client)
         out.append(self._work(self.store.room_list, self._answer(client, "you cannot list the rooms",
                               lambda rooms, out: self.core.send(client, {"type": "rooms", "rooms": rooms}, out)),
                               "listing rooms"))
 
     def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         core, limits = self.core, self.core.limits
-        core.require_registered(client)
-        if msg.get("room"):
-            shown = normalise_name(msg["room"].lstrip("#"))
-            key = name_key(shown)
-            local = core.rooms.get(key)
-            shown = local.name if local else shown
-        else:
-            room = core.member_room(client, None)
-            key, shown = room.key, room.name
+        room = core.member_room(client, msg.get("room"))  # only a room you are in
+        key, shown = room.key, room.name
         limit = max(0, min(msg.get("limit", limits.history_on_join), limits.history_page))
         before, since = msg.get("before"), msg.get("since")
         if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
             raise ProtocolError("bad_frame", '"history" needs a "since" field holding an integer')
         store = self.store
 
-        def job() -> Any:
-            messages = store.history(key, shown, limit, before, since)
-            if not messages and key != LOBBY and store.members(key) is None:
-                return ProtocolError(NOT_IN_ROOM, f"there is no room called {shown[:40]}")
-            return messages
-
-        out.append(self._work(job, self._answer(client, "you cannot read the history", lambda messages, out: core.send(
+        out.append(self._work(lambda: store.history(key, shown, limit, before, since), self._answer(client, "you cannot read the history", lambda messages, out: core.send(
             client, {"type": "history", "room": shown, "messages": messages}, out)), "reading history"))
 
     def _on_file_offer(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
