@@ -65,9 +65,9 @@ CLIENT_MESSAGES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "dm": ({"to": str, "text": str}, {}),
     "join": ({"room": str}, {}),
     "leave": ({}, {"room": str}),  # without "room": the room your lines go to
-    "rooms": ({}, {}),
+    "rooms": ({}, {"after": str}),  # "after": the next page of a listing that said "more"
     "who": ({}, {"room": str}),
-    "history": ({}, {"room": str, "limit": int, "before": int}),
+    "history": ({}, {"room": str, "limit": int, "before": int, "since": int}),
     "ping": ({}, {}),  # "id" may be any JSON value; it is echoed in the pong
     "pong": ({}, {}),  # the answer to the server's keep-alive ping
     "help": ({}, {}),
@@ -243,6 +243,22 @@ def decode_message(payload: bytes) -> dict[str, Any]:
         if not isinstance(value, wanted) or isinstance(value, bool):
             raise ProtocolError(BAD_FRAME, f'"{kind}" needs a "{field}" field holding {JSON_TYPES[wanted]}')
     return msg
+
+
+def json_size(value: Any) -> int:
+    """Bytes ``value`` takes in a compact UTF-8 JSON frame: the measure of what fits in one."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def fit(items: list[Any], room: int) -> int:
+    """How many of ``items``, from the first, fit in ``room`` bytes of a JSON array."""
+    count = 0
+    for item in items:
+        room -= json_size(item) + (1 if count else 0)  # and a comma between two
+        if room < 0:
+            break
+        count += 1
+    return count
 
 
 def encode_message(msg: dict[str, Any]) -> bytes:

@@ -585,3 +585,124 @@ def test_the_terminal_says_why_it_cannot_save_a_file_and_carries_on(tmp_path):
     blocked.write_text("a file where the downloads folder should be")
     said = save_file({**event, "name": "ok.txt"}, blocked)
     assert said.startswith("! could not save ok.txt from eve:")
+
+
+def _frames_fit(data: bytes, limit: int = 65536) -> list[dict]:
+    """Every frame in ``data``, checked against the frame limit a chatlab client enforces."""
+    from chatlab.framing import FrameDecoder
+
+    return [json.loads(p) for p in FrameDecoder(limit).feed(data)]
+
+
+def test_history_on_joining_fits_in_one_frame_whatever_was_said():
+    # 13.1: 16 messages of 4,096 "a" made the history on joining a frame over
+    # 65,536 bytes: every new frames client was dropped at registration.
+    room = Driver(Limits(rate_limit=0))
+    room.register(1, "ada")
+    for _ in range(25):
+        room.send(1, say("\u0080" * 512))  # 4,096 characters once cleaned, 5 bytes each in JSON ("<U+0080>")
+    for _ in range(25):
+        room.send(1, say("é" * 4096))
+    room.connect(2)
+    room.send_msg(2, {"type": "hello", "name": "bob"})
+    got = _frames_fit(room.take(2))  # raises FrameTooLarge if any frame is over the limit
+    assert [f["type"] for f in got] == ["welcome", "history"] and room.closed == {}
+    history = got[1]
+    assert history["more"] is True and 1 <= len(history["messages"]) < 20  # as many as fit, the newest
+    assert history["messages"][-1]["id"] == room.core.last_message_id
+
+
+def test_a_history_answer_is_a_page_that_fits_and_says_there_is_more():
+    room = Driver(Limits(rate_limit=0))
+    room.register(1, "ada")
+    for i in range(150):
+        room.send(1, say(f"{i} " + "x" * 2000))
+    room.frames(1)
+    room.send_msg(1, {"type": "history", "limit": 100})
+    page = _frames_fit(room.take(1))
+    assert len(page) == 1 and page[0]["more"] is True
+    ids = [m["id"] for m in page[0]["messages"]]
+    assert ids == sorted(ids) and ids[-1] == 150 and len(ids) < 100
+    seen = ids
+    while True:  # paging back with "before" reaches the first message, each page fitting
+        room.send_msg(1, {"type": "history", "limit": 100, "before": seen[0]})
+        page = _frames_fit(room.take(1))[0]
+        seen = [m["id"] for m in page["messages"]] + seen
+        if not page.get("more"):
+            break
+    assert seen == list(range(1, 151))
+
+
+def test_history_since_an_id_pages_forward_oldest_first():
+    room = Driver(Limits(rate_limit=0))
+    room.register(1, "ada")
+    for i in range(60):
+        room.send(1, say(f"m{i}"))
+    room.tick(0.5)  # half of them committed to SQLite, half still in memory
+    for i in range(60, 120):
+        room.send(1, say(f"m{i}"))
+    room.frames(1)
+    room.send_msg(1, {"type": "history", "since": 10, "limit": 50})
+    page = room.frames(1)[0]
+    assert [m["id"] for m in page["messages"]] == list(range(11, 61)) and page["more"] is True
+    room.send_msg(1, {"type": "history", "since": 100})  # the default limit, 20: exactly what is left
+    page = room.frames(1)[0]
+    assert [m["id"] for m in page["messages"]] == list(range(101, 121)) and "more" not in page
+    room.send_msg(1, {"type": "history", "since": 120})
+    assert room.frames(1) == [{"type": "history", "room": "lobby", "messages": []}]
+    room.send_msg(1, {"type": "history", "since": 10, "before": 14})
+    assert [m["text"] for m in room.frames(1)[0]["messages"]] == ["m10", "m11", "m12"]
+    room.send_msg(1, {"type": "history", "since": "10"})
+    assert codes(room.frames(1)) == ["bad_frame"]
+
+
+def test_lines_history_100_is_one_bounded_answer():
+    # 13.1: "/history 100" after long messages was one 3 MB send: the reader dropped as too_slow.
+    room = Driver(Limits(rate_limit=0))
+    room.register(1, "ada")
+    for _ in range(100):
+        room.send(1, say("\u0080" * 512))
+    room.connect(2)
+    room.send(2, b"nc\n")
+    room.take(2)
+    room.send(2, b"/history 100\n")
+    answer = room.take(2)
+    assert len(answer) < 65536 and answer.decode().splitlines()[-1].startswith("--- end of history (")
+
+
+def test_the_rooms_listing_fits_and_pages():
+    # 13.1: enough long room names made the rooms listing a frame over the limit.
+    room = Driver(Limits(rate_limit=0, max_rooms=0, max_rooms_per_user=0))
+    room.register(1, "ada")
+    names = [f"{i:03d}" + "漢" * 28 for i in range(700)]  # ~100 bytes of JSON each: 70 KB in all
+    for name in names:
+        room.send_msg(1, {"type": "join", "room": name})
+    room.take(1)
+    listed, after = [], None
+    for _ in range(50):
+        room.send_msg(1, {"type": "rooms", **({"after": after} if after else {})})
+        page = _frames_fit(room.take(1))
+        assert len(page) == 1
+        listed += [r["name"] for r in page[0]["rooms"]]
+        if not page[0].get("more"):
+            break
+        after = listed[-1]
+    assert listed == sorted(names + ["lobby"], key=str.casefold)
+
+
+def test_lists_of_names_fit_too():
+    room = Driver(Limits(rate_limit=0, max_clients=0, max_per_address=0, accept_rate=0, large_room=0))
+    for cid in range(1, 800):
+        room.register(cid, f"{cid:04d}" + "漢" * 28)  # ~90 bytes of JSON each: 800 pass 65,536
+    room.take(1)
+    room.send_msg(1, {"type": "who"})
+    users = _frames_fit(room.take(1))[0]
+    assert users["count"] == 799 and len(users["users"]) < 799
+    room.send_msg(1, {"type": "who", "room": "lobby"})
+    assert _frames_fit(room.take(1))[0]["count"] == 799
+    room.connect(800)
+    room.send_msg(800, {"type": "hello", "name": "last"})
+    welcome = _frames_fit(room.take(800))[0]
+    assert welcome["type"] == "welcome" and welcome["count"] == 800 and len(welcome["users"]) < 800
+    room.send_msg(800, {"type": "join", "room": "lobby"})  # already in it: the confirmation lists members
+    assert _frames_fit(room.take(800))[0]["count"] == 800

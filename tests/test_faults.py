@@ -635,3 +635,32 @@ def test_an_empty_file_travels_as_one_empty_chunk(server, room, transcript):
         expect(ada, "file_sent", recipients=["bob"])
         assert bob.accept_file(bob.wait_for("file_offer")["file"]) == b""
     room.check()
+
+
+def test_long_messages_do_not_make_a_room_unjoinable(server, room, transcript):
+    # 13.1: after 16 messages of 4,096 "a", the history sent on joining passed
+    # 65,536 bytes: every new frames client was dropped at registration, and
+    # "/history 100" in lines mode was one send of megabytes.
+    eve = offender(server, transcript)
+    for _ in range(19):  # the rate limit's burst, less the hello
+        say(eve, "a" * 4096)
+    heard = []
+    eve.wait_frame(lambda m: m.get("type") == "message" and m.get("from") == "eve"
+                   and len(heard.append(m) or heard) == 19, "eve's 19 messages back")
+    with ChatClient(*server.address, name="newcomer") as newcomer:  # registered, not dropped
+        joined = newcomer.wait_for("history")
+        assert joined.get("more") is True and joined["messages"][-1]["from"] in ("eve", *room.names)
+        newcomer.send({"type": "history", "limit": 100})
+        page = newcomer.wait_for("history")
+        newcomer.send({"type": "history", "limit": 100, "before": page["messages"][0]["id"]})
+        older = newcomer.wait_for("history")
+        assert older["messages"] and older["messages"][-1]["id"] < page["messages"][0]["id"]
+    nc = nc_registered(server, transcript, "reader")
+    nc.send_line("/history 100")
+    nc.send_line("/ping")
+    lines = []  # the history on joining, then the answer: each bounded; then the pong
+    while (line := nc.recv_line()) != "* pong":
+        lines.append(line)
+    assert sum(line.startswith("--- end of history") for line in lines) == 2
+    assert sum(len(line.encode()) + 1 for line in lines if not line.startswith("<chatter")) < 2 * 65536
+    round_trips(room, room.check(), "13.1 long messages, then newcomers")

@@ -85,6 +85,8 @@ def parse_line(line: bytes, registered: bool) -> Message | None:
         return {"type": "say", "text": text}
     command, _, rest = text.partition(" ")
     command, rest = command.lower(), rest.strip()
+    if command == "/rooms" and rest:
+        return {"type": "rooms", "after": rest}  # the next page of a long listing
     if command in ("/quit", "/rooms", "/ping", "/help"):
         return {"type": {"/quit": "bye"}.get(command, command[1:])}
     if command == "/who":
@@ -112,6 +114,12 @@ def _in_room(msg: Message) -> str:
     return f" {room}" if room and room != "lobby" else ""
 
 
+def _listed(msg: Message, field: str) -> str:
+    """Names, and how many more there are when the server cut the list to fit ("count")."""
+    more = msg.get("count", 0) - len(msg[field])
+    return ", ".join(msg[field]) + (f" and {more:,} more" if more > 0 else "")
+
+
 def _clock(ts: float) -> str:
     return time.strftime("%H:%M", time.localtime(ts))
 
@@ -131,7 +139,7 @@ def render_line(msg: dict[str, Any]) -> str:
         return f"{prefix}<{msg['from']}> {msg['text']}"
     if kind == "joined":
         if "members" in msg:  # the joiner's own confirmation
-            return f"* You are in {msg['room']}: {', '.join(msg['members'])}"
+            return f"* You are in {msg['room']}: {_listed(msg, 'members')}"
         return f"* {msg['name']} joined{_in_room(msg)}"
     if kind == "left":
         return f"* {msg['name']} left{_in_room(msg)} ({msg['reason']})"
@@ -144,14 +152,16 @@ def render_line(msg: dict[str, Any]) -> str:
         )
     if kind == "users":
         where = f"In {msg['room']}" if msg.get("room") else "Online"
-        return f"* {where}: {', '.join(msg['users'])}"
+        return f"* {where}: {_listed(msg, 'users')}"
     if kind == "rooms":
-        listing = ", ".join(f"{r['name']} ({len(r['members'])})" for r in msg["rooms"])
-        return f"* Rooms: {listing}"
+        listing = ", ".join(f"{r['name']} ({r.get('count', len(r['members']))})" for r in msg["rooms"])
+        more = f"; more: /rooms {msg['rooms'][-1]['name']}" if msg.get("more") and msg["rooms"] else ""
+        return f"* Rooms: {listing}{more}"
     if kind == "history":
         lines = [f"--- history of {msg['room']}: {len(msg['messages'])} messages ---"]
         lines += [f"[{_clock(m['ts'])}] <{m['from']}> {m['text']}" for m in msg["messages"]]
-        return "\n".join(lines + ["--- end of history ---"])
+        end = "--- end of history (there is more than one answer holds) ---" if msg.get("more") else "--- end of history ---"
+        return "\n".join(lines + [end])
     if kind == "help":
         return f"* {msg['text']}"
     if kind == "file_offer":
@@ -190,6 +200,8 @@ def line_for(msg: Message) -> str:
         return "/" + text if text.startswith("/") else text
     if kind == "dm":
         return f"/msg {msg['to']} {msg['text']}"
+    if kind in ("join", "who", "leave", "rooms") and (msg.get("room") or msg.get("after")):
+        return f"/{kind} {msg.get('room') or msg.get('after')}"
     if kind in ("join", "who", "leave"):
         return f"/{kind} {msg['room']}" if msg.get("room") else f"/{kind}"
     if kind == "history":
