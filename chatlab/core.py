@@ -450,7 +450,8 @@ class ChatCore:
         return msg
 
     def _send_history(self, client: Client, room: Room, limit: int, out: Out, before: int | None = None,
-                      since: int | None = None, always: bool = True) -> None:
+                      since: int | None = None, always: bool = True,
+                      found: list[dict[str, Any]] | None = None) -> None:
         """One page of a room's history: up to ``limit`` messages that fit in one message, oldest first.
 
         Without ``since``, the newest ones below ``before``; with it, the
@@ -458,7 +459,8 @@ class ChatCore:
         were left out (past the limit, or past what fits): page on with
         ``before`` (the first id) or ``since`` (the last id).
         """
-        rows = self.history.page(room.key, limit + 1, before, since) if limit > 0 else []
+        # ``found``: the limit + 1 messages the backplane read from a shared history (backplane/shared.py).
+        rows = found if found is not None else self.history.page(room.key, limit + 1, before, since) if limit > 0 else []
         more = len(rows) > limit
         rows = rows[:limit] if since is not None else rows[len(rows) - limit:] if more else rows
         answer: dict[str, Any] = {"type": "history", "room": room.name, "messages": []}
