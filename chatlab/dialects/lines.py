@@ -88,6 +88,8 @@ def parse_line(line: bytes, registered: bool) -> Message | None:
         return {"type": "say", "text": text}
     command, _, rest = text.partition(" ")
     command, rest = command.lower(), rest.strip()
+    if command == "/rooms" and rest:
+        return {"type": "rooms", "after": rest}  # the next page of a long listing
     if command in ("/quit", "/rooms", "/ping", "/help"):
         return {"type": {"/quit": "bye"}.get(command, command[1:])}
     if command == "/who":
@@ -100,7 +102,8 @@ def parse_line(line: bytes, registered: bool) -> Message | None:
         to, words = rest.split(" ", 1)
         return {"type": "dm", "to": to, "text": words}
     if command == "/history":
-        if rest and not rest.isdigit():
+        # isdecimal, not isdigit: "²" is a digit that int() refuses.
+        if rest and not rest.isdecimal():
             raise ProtocolError(BAD_FRAME, "usage: /history [N]")
         return {"type": "history", "limit": int(rest)} if rest else {"type": "history"}
     if command in ("/join", "/msg"):
@@ -115,6 +118,12 @@ def _in_room(msg: Message) -> str:
     """" in ROOM" for rooms other than the lobby, where most chat happens."""
     room = msg.get("room")
     return f" {room}" if room and room != "lobby" else ""
+
+
+def _listed(msg: Message, field: str) -> str:
+    """Names, and how many more there are when the server cut the list to fit ("count")."""
+    more = msg.get("count", 0) - len(msg[field])
+    return ", ".join(msg[field]) + (f" and {more:,} more" if more > 0 else "")
 
 
 def _clock(ts: float) -> str:
@@ -136,7 +145,7 @@ def render_line(msg: dict[str, Any]) -> str:
         return f"{prefix}<{msg['from']}> {msg['text']}"
     if kind == "joined":
         if "members" in msg:  # the joiner's own confirmation
-            return f"* You are in {msg['room']}: {', '.join(msg['members'])}"
+            return f"* You are in {msg['room']}: {_listed(msg, 'members')}"
         return f"* {msg['name']} joined{_in_room(msg)}"
     if kind == "left":
         if msg["reason"] == "left":  # left the room by choice: the words say it all
@@ -151,15 +160,17 @@ def render_line(msg: dict[str, Any]) -> str:
         )
     if kind == "users":
         where = f"In {msg['room']}" if msg.get("room") else "Online"
-        return f"* {where}: {', '.join(msg['users'])}"
+        return f"* {where}: {_listed(msg, 'users')}"
     if kind == "rooms":
-        listing = ", ".join(f"{r['name']} ({len(r['members'])})" for r in msg["rooms"])
-        return f"* Rooms: {listing}"
+        listing = ", ".join(f"{r['name']} ({r.get('count', len(r['members']))})" for r in msg["rooms"])
+        more = f"; more: /rooms {msg['rooms'][-1]['name']}" if msg.get("more") and msg["rooms"] else ""
+        return f"* Rooms: {listing}{more}"
     if kind == "history":
         count = len(msg["messages"])
         lines = [f"--- history of {msg['room']}: {count} message{'' if count == 1 else 's'} ---"]
         lines += [f"[{_clock(m['ts'])}] <{m['from']}> {m['text']}" for m in msg["messages"]]
-        return "\n".join(lines + ["--- end of history ---"])
+        end = "--- end of history (there is more than one answer holds) ---" if msg.get("more") else "--- end of history ---"
+        return "\n".join(lines + [end])
     if kind == "help":
         return f"* {msg['text']}"
     if kind == "file_offer":
@@ -171,6 +182,8 @@ def render_line(msg: dict[str, Any]) -> str:
         return f"! {msg['message']} ({msg['code']})"
     if kind == "closing":
         return f"* Server closing the connection: {msg['message']}"
+    if kind == "notice":
+        return f"* {msg['message']}"
     return f"* {json.dumps(msg, ensure_ascii=False)}"
 
 
@@ -196,6 +209,8 @@ def line_for(msg: Message) -> str:
         return "/" + text if text.startswith("/") else text
     if kind == "dm":
         return f"/msg {msg['to']} {msg['text']}"
+    if kind in ("join", "who", "leave", "rooms") and (msg.get("room") or msg.get("after")):
+        return f"/{kind} {msg.get('room') or msg.get('after')}"
     if kind in ("join", "who", "leave"):
         return f"/{kind} {msg['room']}" if msg.get("room") else f"/{kind}"
     if kind == "history":
