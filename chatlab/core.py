@@ -56,6 +56,7 @@ from .protocol import (
     BAD_ROOM,
     BAD_TEXT,
     CLIENT_MESSAGES,
+    LAST_ROOM,
     LINES_HELP,
     NAME_TAKEN,
     NOT_IN_ROOM,
@@ -341,6 +342,10 @@ class ChatCore:
 
     def _on_leave(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.member_room(client, msg.get("room"))
+        if len(client.rooms) == 1:
+            # A client in no room hears nothing and every line it types is refused: keep it somewhere.
+            raise ProtocolError(LAST_ROOM, f"you are only in {room.name}: leaving it would leave you in no room; "
+                                "/join another room first, or /quit to leave the chat")
         self._exit(client, room, "left", out, tell_leaver=True)
 
     def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
