@@ -328,7 +328,9 @@ def test_only_the_recipients_may_fetch_a_file(clients):
     ada.sync()
     ada.send_frame({"type": "file_offer", "name": "x", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(),
                     "to": "bob"})
-    file_id = ada.wait_frame(lambda m: m["type"] == "file_sent", "file_sent")[-1]["file"]
+    file_id = ada.wait_frame(lambda m: m["type"] == "file_upload", "file_upload")[-1]["file"]
+    ada.send_frame({"type": "file_chunk", "file": file_id, "seq": 0, "data": ""})  # an empty file: one empty chunk
+    ada.wait_frame(lambda m: m["type"] == "file_sent", "file_sent")
     eve.send_frame({"type": "file_accept", "file": file_id})
     eve.expect("error", code="unknown_file")
 

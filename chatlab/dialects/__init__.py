@@ -17,7 +17,7 @@ server model changes, since both speak messages, never bytes of a dialect.
 
 from __future__ import annotations
 
-from .base import Dialect, Message, Reply, Unit
+from .base import Dialect, Framed, Message, Reply, Unit
 from .detect import MainPort
 from .frames import FramesDialect
 from .irc import IrcDialect
@@ -38,5 +38,6 @@ def register(dialect: type[Dialect]) -> type[Dialect]:
     return dialect
 
 
-__all__ = ["DIALECTS", "Dialect", "FramesDialect", "IrcDialect", "LinesDialect", "MainPort", "Message", "Reply", "Unit",
+__all__ = ["DIALECTS", "Dialect", "Framed", "FramesDialect", "IrcDialect", "LinesDialect", "MainPort", "Message", "Reply",
+           "Unit",
            "register"]

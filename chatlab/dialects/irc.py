@@ -60,7 +60,7 @@ from ..errors import LineTooLong
 from ..framing import LineDecoder
 from ..limits import Limits
 from ..protocol import name_key
-from .base import Dialect, Message, Reply, Unit
+from .base import Framed, Message, Reply, Unit
 from .lines import render_line
 
 #: Bytes in one IRC line, CR LF included (RFC 1459, section 2.3): a longer
@@ -221,7 +221,7 @@ def room_of(target: str) -> str:
 # ---------------------------------------------------------------- the dialect
 
 
-class IrcDialect(Dialect):
+class IrcDialect(Framed):
     """One IRC client's connection: its registration, its nickname, the question being answered."""
 
     name: ClassVar[str] = "irc"
@@ -229,8 +229,7 @@ class IrcDialect(Dialect):
     keepalive: ClassVar[bool] = True  # IRC servers PING quiet clients; every client answers PONG
 
     def __init__(self, limits: Limits):
-        super().__init__(limits)
-        self._lines = LineDecoder(LINE_LIMIT - 2)  # 512 bytes with the CR LF
+        super().__init__(limits, LineDecoder(LINE_LIMIT - 2))  # 512 bytes with the CR LF
         self.registered = False  # set when the core welcomes the client
         self.nick = "*"  # what numerics are addressed to: "*" until registered
         self.wanted: str | None = None  # the nickname of the last NICK before registration
@@ -249,10 +248,6 @@ class IrcDialect(Dialect):
             "AWAY": self._away, "MOTD": self._motd, "VERSION": self._version, "HELP": self._help,
         }
 
-    @property
-    def pending(self) -> int:
-        return self._lines.pending
-
     def refusal(self, reason: str, message: str) -> bytes:
         return irc_line(None, "ERROR", trailing=f"Closing link: {message} ({reason})")
 
@@ -260,7 +255,7 @@ class IrcDialect(Dialect):
 
     def feed(self, data: bytes) -> list[Unit]:
         try:
-            lines = self._lines.feed(data)
+            lines = self.decoder.feed(data)
         except LineTooLong as exc:
             raise LineTooLong(f"an IRC line is at most {LINE_LIMIT} bytes with its CR LF", expand(exc.items)) from None
         return expand(lines)
@@ -450,7 +445,8 @@ class IrcDialect(Dialect):
         if kind == "joined" and "members" in msg:  # the answer to our JOIN
             self.channels[name_key(msg["room"])] = msg["room"]
             # A room has no topic, so no 332 follows (RFC 2812 sends RPL_TOPIC only for a topic).
-            return irc_line(mask(msg["name"]), "JOIN", channel(msg["room"])) + self._names(msg["room"], msg["members"])
+            return irc_line(mask(msg["name"]), "JOIN", channel(msg["room"])) + self._names(msg["room"], msg["members"],
+                                                                                    count=msg.get("count"))
         if kind == "left" and msg.get("reason") == "left":  # the answer to our PART
             self.channels.pop(name_key(msg["room"]), None)
             return irc_line(mask(msg["name"]), "PART", channel(msg["room"]), trailing=self.nick)
@@ -502,7 +498,8 @@ class IrcDialect(Dialect):
                 + self._numeric(RPL_CREATED, trailing="This server speaks chatlab protocol 1 to IRC clients")
                 + self._numeric(RPL_MYINFO, SERVER, f"chatlab-{__version__}", "i", "n")
                 + self._isupport() + self._motd_lines()
-                + irc_line(mask(msg["name"]), "JOIN", channel(room)) + self._names(room, msg["users"]))
+                + irc_line(mask(msg["name"]), "JOIN", channel(room))
+                + self._names(room, msg["users"], count=msg.get("count")))
 
     def _isupport(self) -> bytes:
         """005: the limits that apply here, as tokens a client reads (at most 13 to a line)."""
@@ -520,8 +517,12 @@ class IrcDialect(Dialect):
                 + b"".join(self._numeric(RPL_MOTD, trailing=f"- {line}") for line in MOTD)
                 + self._numeric(RPL_ENDOFMOTD, trailing="End of /MOTD command."))
 
-    def _names(self, room: str, members: list[str], end: bool = True) -> bytes:
-        """353 lines listing a room's members, as many as the line limit needs; then 366."""
+    def _names(self, room: str, members: list[str], end: bool = True, count: int | None = None) -> bytes:
+        """353 lines listing a room's members, as many as the line limit needs; then 366.
+
+        ``count``: how many members there are, when the core listed only some
+        (a large room lists those who have spoken: docs/protocol.md, section 6.1).
+        """
         head = self._numeric(RPL_NAMREPLY, "=", channel(room), trailing="")
         budget = LINE_LIMIT - len(head)
         out, line = b"", ""
@@ -533,24 +534,29 @@ class IrcDialect(Dialect):
         if line:
             out += self._numeric(RPL_NAMREPLY, "=", channel(room), trailing=line)
         if end:
-            out += self._numeric(RPL_ENDOFNAMES, channel(room), trailing="End of /NAMES list.")
+            unlisted = (count or 0) - len(members)
+            out += self._numeric(RPL_ENDOFNAMES, channel(room), trailing="End of /NAMES list."
+                                 + (f" ({unlisted:,} more not listed)" if unlisted > 0 else ""))
         return out
 
     def _rooms_answer(self, msg: Message) -> bytes:
         """The core's room list as NAMES (353/366) or LIST (321/322/323) asked for."""
         rooms = {name_key(r["name"]): r for r in msg["rooms"]}
+        # The core lists as many rooms as fit in one message, and as many
+        # members of each as fit in a part of one: a cut list is said so.
+        more = " (more rooms than one answer holds)" if msg.get("more") else ""
         asked = self.asked or Command("NAMES", ())
         wanted = [t for t in (asked.param(0) or "").split(",") if t]
         if asked.verb == "LIST":
             listed = [rooms[name_key(room_of(t))] for t in wanted if name_key(room_of(t)) in rooms] if wanted \
                 else list(rooms.values())
             return (self._numeric(RPL_LISTSTART, "Channel", trailing="Users  Name")
-                    + b"".join(self._numeric(RPL_LIST, channel(r["name"]), str(len(r["members"])), trailing="")
-                               for r in listed)
-                    + self._numeric(RPL_LISTEND, trailing="End of /LIST"))
+                    + b"".join(self._numeric(RPL_LIST, channel(r["name"]), str(r.get("count", len(r["members"]))),
+                                             trailing="") for r in listed)
+                    + self._numeric(RPL_LISTEND, trailing="End of /LIST" + more))
         if not wanted:  # every room, then one end
             return (b"".join(self._names(r["name"], r["members"], end=False) for r in rooms.values())
-                    + self._numeric(RPL_ENDOFNAMES, "*", trailing="End of /NAMES list."))
+                    + self._numeric(RPL_ENDOFNAMES, "*", trailing="End of /NAMES list." + more))
         out = b""
         for target in wanted:
             room = rooms.get(name_key(room_of(target))) if target.startswith("#") else None

@@ -23,25 +23,17 @@ from ..framing import LineDecoder
 from ..limits import Limits
 from ..errors import ProtocolError
 from ..protocol import AUTH_REQUIRED, BAD_FRAME, UNKNOWN_TYPE
-from .base import Dialect, Message, Unit
+from .base import Framed, Message
 
-class LinesDialect(Dialect):
+class LinesDialect(Framed):
     name: ClassVar[str] = "lines"
     hears_own: ClassVar[bool] = False  # the person has just seen what they typed
     keepalive: ClassVar[bool] = False  # a ping would only be noise on their screen
 
     def __init__(self, limits: Limits):
-        super().__init__(limits)
-        self._decoder = LineDecoder(limits.max_line)
+        super().__init__(limits, LineDecoder(limits.max_line))
         self.registered = False  # until the server has said welcome, a line is a name
         self.login: str | None = None  # the name whose password the next line is
-
-    @property
-    def pending(self) -> int:
-        return self._decoder.pending
-
-    def feed(self, data: bytes) -> list[Unit]:
-        return list(self._decoder.feed(data))
 
     def parse(self, unit: bytes) -> Message | None:
         if self.login is not None:
@@ -93,6 +85,8 @@ def parse_line(line: bytes, registered: bool) -> Message | None:
         return {"type": "say", "text": text}
     command, _, rest = text.partition(" ")
     command, rest = command.lower(), rest.strip()
+    if command == "/rooms" and rest:
+        return {"type": "rooms", "after": rest}  # the next page of a long listing
     if command in ("/quit", "/rooms", "/ping", "/help"):
         return {"type": {"/quit": "bye"}.get(command, command[1:])}
     if command == "/who":
@@ -105,7 +99,8 @@ def parse_line(line: bytes, registered: bool) -> Message | None:
         to, words = rest.split(" ", 1)
         return {"type": "dm", "to": to, "text": words}
     if command == "/history":
-        if rest and not rest.isdigit():
+        # isdecimal, not isdigit: "²" is a digit that int() refuses.
+        if rest and not rest.isdecimal():
             raise ProtocolError(BAD_FRAME, "usage: /history [N]")
         return {"type": "history", "limit": int(rest)} if rest else {"type": "history"}
     if command in ("/join", "/msg"):
@@ -117,6 +112,12 @@ def _in_room(msg: Message) -> str:
     """" in ROOM" for rooms other than the lobby, where most chat happens."""
     room = msg.get("room")
     return f" {room}" if room and room != "lobby" else ""
+
+
+def _listed(msg: Message, field: str) -> str:
+    """Names, and how many more there are when the server cut the list to fit ("count")."""
+    more = msg.get("count", 0) - len(msg[field])
+    return ", ".join(msg[field]) + (f" and {more:,} more" if more > 0 else "")
 
 
 def _clock(ts: float) -> str:
@@ -138,7 +139,7 @@ def render_line(msg: dict[str, Any]) -> str:
         return f"{prefix}<{msg['from']}> {msg['text']}"
     if kind == "joined":
         if "members" in msg:  # the joiner's own confirmation
-            return f"* You are in {msg['room']}: {', '.join(msg['members'])}"
+            return f"* You are in {msg['room']}: {_listed(msg, 'members')}"
         return f"* {msg['name']} joined{_in_room(msg)}"
     if kind == "left":
         return f"* {msg['name']} left{_in_room(msg)} ({msg['reason']})"
@@ -151,14 +152,16 @@ def render_line(msg: dict[str, Any]) -> str:
         )
     if kind == "users":
         where = f"In {msg['room']}" if msg.get("room") else "Online"
-        return f"* {where}: {', '.join(msg['users'])}"
+        return f"* {where}: {_listed(msg, 'users')}"
     if kind == "rooms":
-        listing = ", ".join(f"{r['name']} ({len(r['members'])})" for r in msg["rooms"])
-        return f"* Rooms: {listing}"
+        listing = ", ".join(f"{r['name']} ({r.get('count', len(r['members']))})" for r in msg["rooms"])
+        more = f"; more: /rooms {msg['rooms'][-1]['name']}" if msg.get("more") and msg["rooms"] else ""
+        return f"* Rooms: {listing}{more}"
     if kind == "history":
         lines = [f"--- history of {msg['room']}: {len(msg['messages'])} messages ---"]
         lines += [f"[{_clock(m['ts'])}] <{m['from']}> {m['text']}" for m in msg["messages"]]
-        return "\n".join(lines + ["--- end of history ---"])
+        end = "--- end of history (there is more than one answer holds) ---" if msg.get("more") else "--- end of history ---"
+        return "\n".join(lines + [end])
     if kind == "help":
         return f"* {msg['text']}"
     if kind == "file_offer":
@@ -195,6 +198,8 @@ def line_for(msg: Message) -> str:
         return "/" + text if text.startswith("/") else text
     if kind == "dm":
         return f"/msg {msg['to']} {msg['text']}"
+    if kind in ("join", "who", "leave", "rooms") and (msg.get("room") or msg.get("after")):
+        return f"/{kind} {msg.get('room') or msg.get('after')}"
     if kind in ("join", "who", "leave"):
         return f"/{kind} {msg['room']}" if msg.get("room") else f"/{kind}"
     if kind == "history":
