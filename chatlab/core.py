@@ -22,6 +22,9 @@ and messages into bytes.  The core owns the components that keep its rules:
 * ``logins`` (logins.py): passwords, checked off the chat's thread;
 * ``files`` (files.py): file transfers;
 * ``history`` (history.py): what was said, in SQLite;
+* ``backplane`` (backplane/): what is shared with other servers -- nothing
+  (``LocalBackplane``), or everything, through Redis (``SharedRooms``),
+  which then answers the message types that concern every server;
 
 and it hands each message to the handler its type names in ``handlers``, an
 explicit table: every type in ``protocol.CLIENT_MESSAGES`` has one.
@@ -38,6 +41,7 @@ import time
 from typing import Any, Callable
 
 from .accounts import Accounts
+from .backplane import Backplane, LocalBackplane
 from .dialects import Dialect, MainPort, Reply, Unit
 from .effects import ClientId, Close, Effect, Send, Work
 from .errors import ProtocolError, WireError
@@ -52,6 +56,7 @@ from .protocol import (
     BAD_ROOM,
     BAD_TEXT,
     CLIENT_MESSAGES,
+    LAST_ROOM,
     LINES_HELP,
     NAME_TAKEN,
     NOT_IN_ROOM,
@@ -84,7 +89,8 @@ class ChatCore:
     """The rules of one chat server.  ``now`` in every call is a monotonic clock's reading."""
 
     def __init__(self, limits: Limits | None = None, history: History | None = None,
-                 accounts: Accounts | None = None, wallclock: Callable[[], float] = time.time):
+                 accounts: Accounts | None = None, wallclock: Callable[[], float] = time.time,
+                 backplane: Backplane | None = None):
         self.limits = limits or Limits()
         self.history = history if history is not None else History()  # in memory unless given a file
         self.wallclock = wallclock  # only for the "ts" a message carries; every rule runs on ``now``
@@ -111,6 +117,9 @@ class ChatCore:
             "bye": self._on_bye,
             **self.files.handlers,
         }
+        # A chat shared with other servers answers some types itself (docs/scaling.md).
+        self.backplane = backplane if backplane is not None else LocalBackplane()
+        self.handlers.update(self.backplane.attach(self))
         missing = set(CLIENT_MESSAGES) ^ set(self.handlers)
         assert not missing, f"message types and handlers differ: {missing}"
 
@@ -275,6 +284,8 @@ class ChatCore:
     def _register(self, client: Client, name: str, key: str, out: Out) -> None:
         if key in self.members:
             raise ProtocolError(NAME_TAKEN, f"the name {name} is taken; try another name")
+        if self.backplane.register(client, name, key, out):
+            return  # shared with other servers: the name is claimed on all of them first
         client.name, client.key = name, key
         self.members[key] = client
         log.info("%s registered as %s", client.peer, name)
@@ -336,6 +347,10 @@ class ChatCore:
 
     def _on_leave(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.member_room(client, msg.get("room"))
+        if len(client.rooms) == 1:
+            # A client in no room hears nothing and every line it types is refused: keep it somewhere.
+            raise ProtocolError(LAST_ROOM, f"you are only in {room.name}: leaving it would leave you in no room; "
+                                "/join another room first, or /quit to leave the chat")
         self._exit(client, room, "left", out, tell_leaver=True)
 
     def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
@@ -414,8 +429,9 @@ class ChatCore:
         lasted = now - client.connected_at
         if client.key is not None and self.members.get(client.key) is client:
             del self.members[client.key]
-            for room in list(client.rooms.values()):
-                self._exit(client, room, reason, out)
+            if not self.backplane.gone(client, reason, out):  # shared: the others hear it from Redis
+                for room in list(client.rooms.values()):
+                    self._exit(client, room, reason, out)
         self.files.expire(now, client)
         log.info("%s closed (%s) after %.1f s", client, reason, lasted)
 

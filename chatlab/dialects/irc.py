@@ -21,7 +21,7 @@ core applies the same rules to IRC users as to everyone; and it turns the
 core's messages into IRC lines and numerics.  What IRC needs and chatlab
 does not know -- capability negotiation, ``PING``, the message of the day,
 modes -- the dialect answers by itself (a ``Reply``).  docs/protocol.md,
-section 13, is the description; what follows is how.
+section 14, is the description; what follows is how.
 
 Three things only IRC needs live here:
 
@@ -102,7 +102,7 @@ QUIT_REASONS = {
     "quit": "Quit", "disconnected": "Connection closed", "protocol_error": "Protocol error",
     "idle": "Idle too long", "register_timeout": "Registration timed out", "flooding": "Excess flood",
     "too_slow": "Not reading: too much queued", "auth_failed": "Wrong password", "shutdown": "Server shutting down",
-    "server_error": "Server error",
+    "server_error": "Server error", "server_lost": "Server lost (another chatlab server of this chat)",
 }
 
 
@@ -433,7 +433,7 @@ class IrcDialect(Framed):
 
     def _help(self, command: Command) -> Reply:
         return self._notice("Commands: JOIN PART PRIVMSG NOTICE NAMES LIST WHO WHOIS TOPIC MODE ISON USERHOST "
-                            "AWAY PING MOTD VERSION QUIT. docs/protocol.md, section 13, says how each maps.")
+                            "AWAY PING MOTD VERSION QUIT. docs/protocol.md, section 14, says how each maps.")
 
     # ------------------------------------------------------------ bytes out
 
