@@ -243,17 +243,22 @@ class ChatCore:
     def _handle(self, client: Client, unit: bytes | Reply, now: float, out: Out) -> None:
         if isinstance(unit, Reply):  # the dialect answered by itself (a web page, an IRC capability list)
             if self.guard.within_rate(client, now, out):
-                out.append(Send((client.id,), unit.data))
-                if unit.close is not None:
-                    self.close(client, unit.close, None, now, out)
+                self._reply(client, unit, now, out)
             return
         try:
             msg = self.guard.screen(client, unit, now, out)  # parsed, within its rate
-            if msg is not None:
+            if isinstance(msg, Reply):  # answered by the dialect, in its turn (an IRC PING)
+                self._reply(client, msg, now, out)
+            elif msg is not None:
                 self.handlers[msg["type"]](client, msg, now, out)
         except ProtocolError as exc:
             log.info("%s: %s: %s", client, exc.code, exc.message)
             self.error(client, exc.code, exc.message, out)
+
+    def _reply(self, client: Client, reply: Reply, now: float, out: Out) -> None:
+        out.append(Send((client.id,), reply.data))
+        if reply.close is not None:
+            self.close(client, reply.close, None, now, out)
 
     def _on_hello(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         if client.name is not None:
