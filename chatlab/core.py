@@ -22,6 +22,9 @@ and messages into bytes.  The core owns the components that keep its rules:
 * ``logins`` (logins.py): passwords, checked off the chat's thread;
 * ``files`` (files.py): file transfers;
 * ``history`` (history.py): what was said, in SQLite;
+* ``backplane`` (backplane/): what is shared with other servers -- nothing
+  (``LocalBackplane``), or everything, through Redis (``SharedRooms``),
+  which then answers the message types that concern every server;
 
 and it hands each message to the handler its type names in ``handlers``, an
 explicit table: every type in ``protocol.CLIENT_MESSAGES`` has one.
@@ -38,6 +41,7 @@ import time
 from typing import Any, Callable
 
 from .accounts import Accounts
+from .backplane import Backplane, LocalBackplane
 from .dialects import Dialect, MainPort, Reply, Unit
 from .effects import ClientId, Close, Effect, Send, Work
 from .errors import ProtocolError, WireError
@@ -52,6 +56,7 @@ from .protocol import (
     BAD_ROOM,
     BAD_TEXT,
     CLIENT_MESSAGES,
+    LAST_ROOM,
     LINES_HELP,
     NAME_TAKEN,
     NOT_IN_ROOM,
@@ -84,7 +89,8 @@ class ChatCore:
     """The rules of one chat server.  ``now`` in every call is a monotonic clock's reading."""
 
     def __init__(self, limits: Limits | None = None, history: History | None = None,
-                 accounts: Accounts | None = None, wallclock: Callable[[], float] = time.time):
+                 accounts: Accounts | None = None, wallclock: Callable[[], float] = time.time,
+                 backplane: Backplane | None = None):
         self.limits = limits or Limits()
         self.history = history if history is not None else History()  # in memory unless given a file
         self.wallclock = wallclock  # only for the "ts" a message carries; every rule runs on ``now``
@@ -111,6 +117,9 @@ class ChatCore:
             "bye": self._on_bye,
             **self.files.handlers,
         }
+        # A chat shared with other servers answers some types itself (docs/scaling.md).
+        self.backplane = backplane if backplane is not None else LocalBackplane()
+        self.handlers.update(self.backplane.attach(self))
         missing = set(CLIENT_MESSAGES) ^ set(self.handlers)
         assert not missing, f"message types and handlers differ: {missing}"
 
@@ -234,17 +243,22 @@ class ChatCore:
     def _handle(self, client: Client, unit: bytes | Reply, now: float, out: Out) -> None:
         if isinstance(unit, Reply):  # the dialect answered by itself (a web page, an IRC capability list)
             if self.guard.within_rate(client, now, out):
-                out.append(Send((client.id,), unit.data))
-                if unit.close is not None:
-                    self.close(client, unit.close, None, now, out)
+                self._reply(client, unit, now, out)
             return
         try:
             msg = self.guard.screen(client, unit, now, out)  # parsed, within its rate
-            if msg is not None:
+            if isinstance(msg, Reply):  # answered by the dialect, in its turn (an IRC PING)
+                self._reply(client, msg, now, out)
+            elif msg is not None:
                 self.handlers[msg["type"]](client, msg, now, out)
         except ProtocolError as exc:
             log.info("%s: %s: %s", client, exc.code, exc.message)
             self.error(client, exc.code, exc.message, out)
+
+    def _reply(self, client: Client, reply: Reply, now: float, out: Out) -> None:
+        out.append(Send((client.id,), reply.data))
+        if reply.close is not None:
+            self.close(client, reply.close, None, now, out)
 
     def _on_hello(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         if client.name is not None:
@@ -270,6 +284,8 @@ class ChatCore:
     def _register(self, client: Client, name: str, key: str, out: Out) -> None:
         if key in self.members:
             raise ProtocolError(NAME_TAKEN, f"the name {name} is taken; try another name")
+        if self.backplane.register(client, name, key, out):
+            return  # shared with other servers: the name is claimed on all of them first
         client.name, client.key = name, key
         self.members[key] = client
         log.info("%s registered as %s", client.peer, name)
@@ -336,6 +352,10 @@ class ChatCore:
 
     def _on_leave(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.member_room(client, msg.get("room"))
+        if len(client.rooms) == 1:
+            # A client in no room hears nothing and every line it types is refused: keep it somewhere.
+            raise ProtocolError(LAST_ROOM, f"you are only in {room.name}: leaving it would leave you in no room; "
+                                "/join another room first, or /quit to leave the chat")
         self._exit(client, room, "left", out, tell_leaver=True)
 
     def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
@@ -417,8 +437,9 @@ class ChatCore:
         lasted = now - client.connected_at
         if client.key is not None and self.members.get(client.key) is client:
             del self.members[client.key]
-            for room in list(client.rooms.values()):
-                self._exit(client, room, reason, out)
+            if not self.backplane.gone(client, reason, out):  # shared: the others hear it from Redis
+                for room in list(client.rooms.values()):
+                    self._exit(client, room, reason, out)
         self.files.expire(now, client)
         log.info("%s closed (%s) after %.1f s", client, reason, lasted)
 
@@ -447,7 +468,8 @@ class ChatCore:
         return msg
 
     def _send_history(self, client: Client, room: Room, limit: int, out: Out, before: int | None = None,
-                      since: int | None = None, always: bool = True) -> None:
+                      since: int | None = None, always: bool = True,
+                      found: list[dict[str, Any]] | None = None) -> None:
         """One page of a room's history: up to ``limit`` messages that fit in one message, oldest first.
 
         Without ``since``, the newest ones below ``before``; with it, the
@@ -455,7 +477,8 @@ class ChatCore:
         were left out (past the limit, or past what fits): page on with
         ``before`` (the first id) or ``since`` (the last id).
         """
-        rows = self.history.page(room.key, limit + 1, before, since) if limit > 0 else []
+        # ``found``: the limit + 1 messages the backplane read from a shared history (backplane/shared.py).
+        rows = found if found is not None else self.history.page(room.key, limit + 1, before, since) if limit > 0 else []
         more = len(rows) > limit
         rows = rows[:limit] if since is not None else rows[len(rows) - limit:] if more else rows
         answer: dict[str, Any] = {"type": "history", "room": room.name, "messages": []}

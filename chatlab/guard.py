@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .dialects import Dialect, Message
+from .dialects import Dialect, Message, Reply
 from .effects import ClientId, Close, Effect, Send
 from .errors import ProtocolError
 from .limits import Limits
@@ -145,6 +145,9 @@ class Doorman:
 # unasked, or one more than asked, it counts like any other, so that a flood
 # of any type is cut off.
 RATE_FREE = frozenset({"pong", "file_chunk", "file_get"})
+# A bye costs nothing at all: it only ends the connection (refusing it would
+# keep a client that wants to go), and there can be only one.
+ALWAYS_FREE = frozenset({"bye"})
 
 KEEPALIVE: Message = {"type": "ping", "id": "keepalive"}
 
@@ -216,15 +219,17 @@ class Guard:
 
     # ----------------------------------------------------------- messages
 
-    def screen(self, client: Client, unit: bytes, now: float, out: Out) -> Message | None:
-        """One unit as a message to handle, or None if it is to be dropped."""
+    def screen(self, client: Client, unit: bytes, now: float, out: Out) -> Message | Reply | None:
+        """One unit as a message to handle (or the dialect's own Reply), or None if it is to be dropped."""
         try:
             msg = client.dialect.parse(unit)
         except ProtocolError:
             if self.within_rate(client, now, out):
                 raise  # answered with its error, like any other message
             return None
-        if msg is not None and msg["type"] in RATE_FREE and client.watch.owed > 0:
+        if isinstance(msg, dict) and msg["type"] in ALWAYS_FREE:
+            return msg
+        if isinstance(msg, dict) and msg["type"] in RATE_FREE and client.watch.owed > 0:
             client.watch.owed -= 1  # the answer the server asked for: free
             return msg
         return msg if self.within_rate(client, now, out) else None

@@ -48,10 +48,32 @@ BAD_TEXT = "bad_text"  # a message with no text left to show
 UNKNOWN_USER = "unknown_user"  # a private message to a name nobody has
 BAD_ROOM = "bad_room"  # a room name that breaks the rules for names
 NOT_IN_ROOM = "not_in_room"  # speaking in, leaving or reading a room you are not in
+LAST_ROOM = "last_room"  # leaving the only room one is in: one would be nowhere, hearing nothing
 TOO_MANY_ROOMS = "too_many_rooms"  # over the rooms-per-user or rooms-per-server limit
 RATE_LIMITED = "rate_limited"  # over the message rate limit: that message was dropped
 AUTH_REQUIRED = "auth_required"  # that name has an account: hello needs its password
 AUTH_FAILED = "auth_failed"  # wrong name or password (one answer for both), after a delay
+# A chat shared by several servers (chatlab serve --redis; docs/scaling.md).
+UNAVAILABLE = "unavailable"  # the servers' shared store (Redis) is unreachable: nothing was sent
+OTHER_SERVER = "other_server"  # a file for someone connected to another server of the chat
+
+# Why someone left, in words for people (``left`` and ``closing`` carry the
+# code, for programs): what a person reads in ``chatlab chat``.
+REASON_WORDS: dict[str, str] = {
+    "left": "left the room",
+    "quit": "said goodbye",
+    "disconnected": "lost the connection",
+    "shutdown": "the server stopped",
+    "too_slow": "was not reading, so the server let go",
+    "protocol_error": "sent something too long to be a message",
+    "register_timeout": "never gave a name",
+    "idle": "was silent too long",
+    "flooding": "sent too many messages too fast",
+    "auth_failed": "gave too many wrong passwords",
+    "server_error": "met a fault in the server",
+    "kicked": "was removed",
+}
+
 
 # Each client message: the fields it must carry, then the fields it may carry,
 # with their JSON types.  Other fields are allowed (and ignored), so that

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from .client import ChatClient, ChatConnectionError, ChatError
 from .dialects.lines import render_line
+from .protocol import REASON_WORDS
 
 try:  # line editing and history of what you typed; absent on Windows
     import readline
@@ -54,6 +55,15 @@ def describe(event: dict[str, Any]) -> str:
         return f"* file {event['file']} is ready for: {', '.join(event['recipients']) or 'nobody'}"
     if kind in ("file_accepted", "file_declined"):
         return f"* {event['by']} {kind[5:]} file {event['file']}"
+    # For a person, words: the codes (unknown_type, not_in_room, left) are for programs.
+    if kind == "error":
+        return f"! {event['message']}"
+    if kind == "left":
+        room = event.get("room")
+        where = f" {room}" if room and room != "lobby" else (" the lobby" if event["reason"] == "left" else "")
+        if event["reason"] == "left":
+            return f"* {event['name']} left{where}"
+        return f"* {event['name']} left{where}: {REASON_WORDS.get(event['reason'], event['reason'])}"
     return render_line(event)
 
 

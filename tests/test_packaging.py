@@ -21,14 +21,19 @@ def package_name(requirement: str) -> str:
     return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+# conda-forge names a few packages differently from PyPI ("redis" there is the server itself).
+CONDA_TO_PYPI = {"redis-py": "redis"}
+
+
 def conda_packages() -> set[str]:
-    """Top-level conda dependencies of environment.yml (not python, pip or the pip: list)."""
+    """Top-level conda dependencies of environment.yml (not python, pip or the pip: list), by their PyPI names."""
     names, in_deps = set(), False
     for line in (ROOT / "environment.yml").read_text().splitlines():
         if line.startswith("dependencies:"):
             in_deps = True
         elif in_deps and re.match(r"^  - [\w.-]", line) and not line.strip().endswith(":"):
-            names.add(package_name(line.strip()[2:]))
+            name = package_name(line.strip()[2:])
+            names.add(CONDA_TO_PYPI.get(name, name))
         elif in_deps and line and not line.startswith(" "):
             in_deps = False
     return names - {"python", "pip"}
