@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 import signal
 import sys
+from typing import Any
 
 from . import __version__
 from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
@@ -105,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # And Ctrl+C must work even when the parent started us with SIGINT
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    options["listeners"] = irc_listeners(args, options.get("tls"))
     try:
         server = make_server(args.model, args.host, args.port, limits, **options)
         server.start()
@@ -118,6 +120,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         where = format_address(server.address)
         print(f"chatlab server ({args.model}{', TLS' if args.tls else ''}) listening on {where}", flush=True)
+        if "irc" in server.addresses:
+            irc = server.addresses["irc"]
+            how = (f"in irssi, /connect -tls -tls_cafile ca.pem localhost {irc[1]}" if args.tls
+                   else f"irssi -c {irc[0]} -p {irc[1]} -n NAME")
+            print(f"IRC{' over TLS' if args.tls else ''} on {format_address(irc)}: {how}", flush=True)
         if args.redis:
             status = server.backplane.status()
             print(f"Sharing the chat with every server on Redis {args.redis} (this is node {status['node']}, "
@@ -135,6 +142,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def irc_listeners(args: argparse.Namespace, tls: Any) -> tuple[Any, ...]:
+    """``--irc-port``: a port speaking IRC (chatlab/dialects/irc.py), TLS too if the main port has it."""
+    if args.irc_port is None:
+        return ()
+    from .dialects.irc import IrcDialect
+    from .servers import Listener
+
+    return (Listener("irc", args.host, args.irc_port, IrcDialect, tls),)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -180,6 +197,8 @@ LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("accept_burst", int, "the burst of new connections from one address"),
     ("rate_limit", float, "messages a second from one client, after a burst (0: no limit)"),
     ("rate_burst", int, "the burst of messages from one client"),
+    ("relay_rate", float, "bytes of text a second one address may have relayed, after a burst (0: no limit)"),
+    ("relay_burst", int, "the burst of bytes of text from one address"),
     ("flood_limit", int, "messages refused for rate, in one flood, before disconnecting (0: never)"),
     ("auth_delay", float, "seconds before a wrong password is answered (0: at once)"),
     ("auth_tries", int, "wrong passwords before the connection is closed (0: no limit)"),
@@ -340,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accounts file (see 'chatlab users'): every name then needs its password")
     serve.add_argument("--guests", action="store_true",
                        help="with --users: names without an account may join without a password")
+    serve.add_argument("--irc-port", type=listen_port, metavar="PORT",
+                       help="also speak IRC on this port, for irssi, weechat, HexChat... (0 picks a free one; "
+                            "with --tls, IRC over TLS)")
     add_redis_options(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -243,17 +243,22 @@ class ChatCore:
     def _handle(self, client: Client, unit: bytes | Reply, now: float, out: Out) -> None:
         if isinstance(unit, Reply):  # the dialect answered by itself (a web page, an IRC capability list)
             if self.guard.within_rate(client, now, out):
-                out.append(Send((client.id,), unit.data))
-                if unit.close is not None:
-                    self.close(client, unit.close, None, now, out)
+                self._reply(client, unit, now, out)
             return
         try:
             msg = self.guard.screen(client, unit, now, out)  # parsed, within its rate
-            if msg is not None:
+            if isinstance(msg, Reply):  # answered by the dialect, in its turn (an IRC PING)
+                self._reply(client, msg, now, out)
+            elif msg is not None:
                 self.handlers[msg["type"]](client, msg, now, out)
         except ProtocolError as exc:
             log.info("%s: %s: %s", client, exc.code, exc.message)
             self.error(client, exc.code, exc.message, out)
+
+    def _reply(self, client: Client, reply: Reply, now: float, out: Out) -> None:
+        out.append(Send((client.id,), reply.data))
+        if reply.close is not None:
+            self.close(client, reply.close, None, now, out)
 
     def _on_hello(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         if client.name is not None:
@@ -298,6 +303,8 @@ class ChatCore:
     def _on_say(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.member_room(client, msg.get("room"))
         text = self._check_text(msg["text"])
+        if not self.guard.within_relay(client, len(text.encode("utf-8")), now, out):
+            return  # its address has sent its share of bytes for now
         if client.key not in room.announced:
             self._announce(client, room, out)  # quiet in a large room until now (see _enter)
         message = self._message(client, text, room=room.name)
@@ -312,7 +319,10 @@ class ChatCore:
         self.require_registered(client)
         target = self.user(msg["to"])
         assert target.name is not None  # a member has a name
-        message = self._message(client, self._check_text(msg["text"]), to=target.name)
+        text = self._check_text(msg["text"])
+        if not self.guard.within_relay(client, len(text.encode("utf-8")), now, out):
+            return
+        message = self._message(client, text, to=target.name)
         log.info("private message %d from %s to %s", message["id"], client.name, target.name)
         # Only the two parties see it; the sender's copy confirms it, as in a room.
         for party in dict.fromkeys([target, client]):
@@ -390,6 +400,9 @@ class ChatCore:
         if client.name is None:
             raise ProtocolError(NOT_REGISTERED, "say hello with your name first")
 
+    def asked(self, client: Client) -> None:
+        self.guard.asked(client)
+
     def send(self, client: Client, msg: dict[str, Any], out: Out) -> None:
         out.append(Send((client.id,), client.dialect.encode(msg)))
 
@@ -455,7 +468,8 @@ class ChatCore:
         return msg
 
     def _send_history(self, client: Client, room: Room, limit: int, out: Out, before: int | None = None,
-                      since: int | None = None, always: bool = True) -> None:
+                      since: int | None = None, always: bool = True,
+                      found: list[dict[str, Any]] | None = None) -> None:
         """One page of a room's history: up to ``limit`` messages that fit in one message, oldest first.
 
         Without ``since``, the newest ones below ``before``; with it, the
@@ -463,7 +477,8 @@ class ChatCore:
         were left out (past the limit, or past what fits): page on with
         ``before`` (the first id) or ``since`` (the last id).
         """
-        rows = self.history.page(room.key, limit + 1, before, since) if limit > 0 else []
+        # ``found``: the limit + 1 messages the backplane read from a shared history (backplane/shared.py).
+        rows = found if found is not None else self.history.page(room.key, limit + 1, before, since) if limit > 0 else []
         more = len(rows) > limit
         rows = rows[:limit] if since is not None else rows[len(rows) - limit:] if more else rows
         answer: dict[str, Any] = {"type": "history", "room": room.name, "messages": []}
