@@ -513,10 +513,10 @@ def test_history_with_digits_int_refuses_is_a_usage_error(argument):
     room.send(1, b"ada\n")
     room.lines(1)
     room.send(1, f"/history {argument}\n".encode())
-    assert room.lines(1) == ["! usage: /history [N] (bad_frame)"]
+    assert room.lines(1) == ["! usage: /history [N]"]
     assert room.closed == {}
     room.send(1, "/history ١٢\n".encode())  # decimal digits of any script are a number
-    assert room.closed == {} and "(bad_frame)" not in room.take(1).decode()
+    assert room.closed == {} and not room.take(1).decode().startswith("! usage")
 
 
 def test_who_and_rooms_need_a_hello_first():

@@ -162,7 +162,7 @@ def test_a_line_that_never_ends(server, room, transcript):
         nc.send_line("eve")
         expect_line(nc, lambda line: line.startswith("* Welcome, eve!"), "the welcome")
         nc.send(b"x" * 5000, "5000 bytes and no newline")
-        expect_line(nc, lambda line: line.endswith("(too_large)"), "the too_large error")
+        expect_line(nc, lambda line: line.startswith("! line longer than"), "the too_large error")
         nc.expect_closed()
     room.check()
 
@@ -580,7 +580,7 @@ def test_history_with_a_digit_int_refuses(server, room, transcript):
     # 13.9: lines-mode "/history ²" reached int() and dropped the client as server_error.
     nc = nc_registered(server, transcript, "eve")
     nc.send_line("/history ²")
-    expect_line(nc, lambda line: line == "! usage: /history [N] (bad_frame)", "the usage error")
+    expect_line(nc, lambda line: line == "! usage: /history [N]", "the usage error")
     nc.send_line("/ping")
     expect_line(nc, lambda line: line == "* pong", "the pong")
     room.check()
