@@ -278,8 +278,8 @@ class ChatCore:
                 if self.logins.checked(client, name, right, now, effects):
                     self._register(client, name, key, effects)
 
-            out.append(self._pause(client, verdict, checked, lambda: self.logins.cancel(client),
-                                   f"checking the password of {name}"))
+            self.logins.run(client, self._pause(client, verdict, checked, lambda: self.logins.cancel(client, now),
+                                                f"checking the password of {name}"), out)
 
     def _register(self, client: Client, name: str, key: str, out: Out) -> None:
         if key in self.members:

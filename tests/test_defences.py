@@ -885,3 +885,46 @@ def test_a_complete_file_lives_file_ttl_from_when_it_was_complete():
     assert fid in room.core.files.transfers  # 590 s after it was complete, 610 after the offer
     room.tick(20)
     assert fid not in room.core.files.transfers
+
+
+def _works(effects):
+    from chatlab.effects import Work
+
+    return [e for e in effects if isinstance(e, Work)]
+
+
+def test_a_guess_abandoned_mid_check_still_costs_its_address_the_delay():
+    # 13.10: 1.5 checks a second from one address: a connection that hung up
+    # while its password was being checked freed its address at once.
+    core = Driver(Limits(auth_delay=1.0), accounts(ada="lovelace")).core
+    now = 1000.0
+    checks = 0
+    for cid in range(1, 6):  # five guesses in a row, each hanging up mid-check
+        core.connect(cid, f"10.6.6.6:{40000 + cid}", now)
+        work = _works(core.receive(cid, frame({"type": "hello", "name": "ada", "password": "guess"}), now))
+        checks += len(work)
+        core.disconnect(cid, "disconnected", now)
+        for w in work:
+            core.finished(w, w.job(), now)
+        now += 0.1
+    assert checks == 1  # one check for the address in that second, not five
+    now += 1.0
+    core.tick(now)  # the unchecked guesses' answers are due: the address is free again
+    core.connect(9, "10.6.6.6:40009", now)
+    assert len(_works(core.receive(9, frame({"type": "hello", "name": "ada", "password": "x"}), now))) == 1
+
+
+def test_password_checks_run_one_at_a_time_in_all():
+    # 13.10: a crowd of guessers from several addresses kept every core hashing.
+    core = Driver(Limits(auth_delay=1.0), accounts(ada="lovelace")).core
+    started = []
+    for n in range(1, 9):  # eight addresses guess at once
+        core.connect(n, f"10.7.0.{n}:4000", 1000.0)
+        started += _works(core.receive(n, frame({"type": "hello", "name": "ada", "password": f"g{n}"}), 1000.0))
+    assert len(started) == 1  # the others wait their turn, in order
+    done = 0
+    while started:
+        work = started.pop()
+        started += _works(core.finished(work, work.job(), 1000.0))
+        done += 1
+    assert done == 8  # every guess was checked in the end: one at a time
