@@ -163,7 +163,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     host, port = args.address
     return run(host, port, args.name, downloads=args.downloads, tls=args.tls or bool(args.cafile),
-               cafile=args.cafile)
+               cafile=args.cafile, also=tuple(args.also or ()))
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -378,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where files you /accept are saved (default: the current folder)")
     chat.add_argument("--tls", action="store_true", help="connect with TLS, verifying the server")
     chat.add_argument("--cafile", help="trust this certificate authority (the lab's ca.pem); implies --tls")
+    chat.add_argument("--also", action="append", type=parse_address, metavar="HOST[:PORT]",
+                      help="another server of the same chat, to reconnect to if this one goes away (repeat)")
     chat.set_defaults(func=cmd_chat)
 
     certs = sub.add_parser("certs", help="make a lab certificate authority and a server certificate for TLS")
