@@ -11,12 +11,13 @@ import getpass
 import logging
 from pathlib import Path
 import signal
+import ssl
 import sys
 
 from . import __version__
 from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
 from .limits import Limits
-from .servers import DEFAULT_HOST, DEFAULT_PORT, MODELS, ServerError, format_address, make_server
+from .servers import DEFAULT_HOST, DEFAULT_PORT, MODELS, Listener, ServerError, format_address, make_server
 
 
 def parse_address(text: str | None, default_host: str = DEFAULT_HOST) -> tuple[str, int]:
@@ -75,11 +76,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("chatlab serve: --guests only makes sense with --users FILE", file=sys.stderr)
         return 2
     options: dict[str, object] = {"db": args.db, "accounts": accounts}
+    tls: ssl.SSLContext | None = None
     if args.tls:
         from .tls import server_context
 
         try:
-            options["tls"] = server_context(args.cert, args.key)
+            options["tls"] = tls = server_context(args.cert, args.key)
         except (OSError, ValueError) as exc:
             print(f"chatlab serve: cannot load the TLS certificate {args.cert} and key {args.key}: {exc}. "
                   "Make a lab set with 'chatlab certs'.", file=sys.stderr)
@@ -90,6 +92,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # And Ctrl+C must work even when the parent started us with SIGINT
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.web_port is not None:
+        try:
+            options["listeners"] = (web_listener(args.host, args.web_port, tls),)
+        except ImportError as exc:
+            print(f"chatlab serve: --web-port needs the 'web' extra ({exc.name} is missing): "
+                  "pip install 'chatlab[web]'", file=sys.stderr)
+            return 1
     try:
         server = make_server(args.model, args.host, args.port, limits, **options)
         server.start()
@@ -106,6 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.host in ("0.0.0.0", "::"):
             print("Listening on every interface: others on your network can join with "
                   "'chatlab chat YOUR-IP:%d'. Your firewall may ask to allow it." % server.address[1], flush=True)
+        if args.web_port is not None:
+            print_web_urls(args.host, server.addresses["web"][1], args.tls)
         if accounts is not None:
             who = "names with an account need its password" if args.guests else "every name needs an account"
             print(f"{len(accounts.entries)} accounts from {args.users}: {who}.", flush=True)
@@ -116,6 +127,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def web_listener(host: str, port: int, tls: ssl.SSLContext | None = None) -> Listener:
+    """The web port (``--web-port``): the chat page over HTTP, then the chat over WebSocket.
+
+    With ``--tls`` it is https and wss, with the same certificate as the main port.
+    """
+    from functools import partial
+
+    from .dialects.web import WebPort
+
+    return Listener("web", host, port, partial(WebPort, secure=tls is not None), tls=tls)
+
+
+def print_web_urls(host: str, port: int, secure: bool) -> None:
+    """Say where the page is; for a classroom (every interface), on each LAN address, and as a QR code."""
+    from .weblink import EVERYWHERE, page_urls, print_qr
+
+    urls = page_urls(host, port, secure)
+    print(f"Chat in a browser: {urls[0]}", flush=True)
+    for more in urls[1:]:
+        print(f"               or: {more}", flush=True)
+    if host in EVERYWHERE:
+        print("Scan with a phone on the same network:", flush=True)
+        print_qr(urls[0], sys.stdout)
+        sys.stdout.flush()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -311,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accounts file (see 'chatlab users'): every name then needs its password")
     serve.add_argument("--guests", action="store_true",
                        help="with --users: names without an account may join without a password")
+    serve.add_argument("--web-port", type=listen_port, metavar="PORT",
+                       help="also serve the chat page and WebSocket on this port, for browsers and phones "
+                            "(0 picks a free one; needs the 'web' extra)")
     serve.set_defaults(func=cmd_serve)
 
     users = sub.add_parser("users", help="manage the accounts of a server run with --users")
