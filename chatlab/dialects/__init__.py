@@ -19,7 +19,7 @@ server model changes, since both speak messages, never bytes of a dialect.
 
 from __future__ import annotations
 
-from .base import Dialect, Message, Reply, Unit
+from .base import Dialect, Framed, Message, Reply, Unit
 from .detect import MainPort
 from .frames import FramesDialect
 from .lines import LinesDialect
@@ -38,5 +38,5 @@ def register(dialect: type[Dialect]) -> type[Dialect]:
     return dialect
 
 
-__all__ = ["DIALECTS", "Dialect", "FramesDialect", "LinesDialect", "MainPort", "Message", "Reply", "Unit",
+__all__ = ["DIALECTS", "Dialect", "Framed", "FramesDialect", "LinesDialect", "MainPort", "Message", "Reply", "Unit",
            "register"]

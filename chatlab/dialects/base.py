@@ -44,7 +44,7 @@ them; no dialect is special-cased there):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Protocol, Union
 
 from ..limits import Limits
 
@@ -115,3 +115,27 @@ class Dialect:
     def encode_shared(cls, msg: Message) -> bytes:
         """A server message as bytes that every connection of this dialect may be sent (broadcasts)."""
         raise NotImplementedError
+
+
+class Decoder(Protocol):
+    """What ``chatlab.framing``'s decoders offer: ``feed(data) -> units`` and ``pending``."""
+
+    @property
+    def pending(self) -> int: ...
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+
+class Framed(Dialect):
+    """A dialect whose units are cut by one of ``chatlab.framing``'s decoders (frames, lines)."""
+
+    def __init__(self, limits: Limits, decoder: Decoder):
+        super().__init__(limits)
+        self.decoder = decoder
+
+    @property
+    def pending(self) -> int:
+        return self.decoder.pending
+
+    def feed(self, data: bytes) -> list[Unit]:
+        return list(self.decoder.feed(data))

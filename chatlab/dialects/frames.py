@@ -14,24 +14,16 @@ from typing import ClassVar
 from ..framing import FrameDecoder
 from ..limits import Limits
 from ..protocol import decode_message, encode_message
-from .base import Dialect, Message, Unit
+from .base import Framed, Message
 
 
-class FramesDialect(Dialect):
+class FramesDialect(Framed):
     name: ClassVar[str] = "frames"
     hears_own: ClassVar[bool] = True  # a program sees where its own message fell in the room's order
     keepalive: ClassVar[bool] = True  # ChatClient answers pings, so a silent laptop can be told from a dead one
 
     def __init__(self, limits: Limits):
-        super().__init__(limits)
-        self._decoder = FrameDecoder(limits.max_frame)
-
-    @property
-    def pending(self) -> int:
-        return self._decoder.pending
-
-    def feed(self, data: bytes) -> list[Unit]:
-        return list(self._decoder.feed(data))
+        super().__init__(limits, FrameDecoder(limits.max_frame))
 
     def parse(self, unit: bytes) -> Message | None:
         return decode_message(unit)

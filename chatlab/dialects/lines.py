@@ -23,25 +23,17 @@ from ..framing import LineDecoder
 from ..limits import Limits
 from ..errors import ProtocolError
 from ..protocol import AUTH_REQUIRED, BAD_FRAME, UNKNOWN_TYPE
-from .base import Dialect, Message, Unit
+from .base import Framed, Message
 
-class LinesDialect(Dialect):
+class LinesDialect(Framed):
     name: ClassVar[str] = "lines"
     hears_own: ClassVar[bool] = False  # the person has just seen what they typed
     keepalive: ClassVar[bool] = False  # a ping would only be noise on their screen
 
     def __init__(self, limits: Limits):
-        super().__init__(limits)
-        self._decoder = LineDecoder(limits.max_line)
+        super().__init__(limits, LineDecoder(limits.max_line))
         self.registered = False  # until the server has said welcome, a line is a name
         self.login: str | None = None  # the name whose password the next line is
-
-    @property
-    def pending(self) -> int:
-        return self._decoder.pending
-
-    def feed(self, data: bytes) -> list[Unit]:
-        return list(self._decoder.feed(data))
 
     def parse(self, unit: bytes) -> Message | None:
         if self.login is not None:
