@@ -174,6 +174,10 @@ class WebPort(Dialect):
         if origin is not None and not same_origin(origin, host, self.secure):
             return [Reply(self._respond(403, b"this chat takes WebSocket connections from its own page only\n"),
                           close="cross_origin")]
+        if b"upgrade" not in headers:  # a browser that opened /chat as a page
+            return [Reply(self._respond(426, b"this is the chat's WebSocket: open / instead\n",
+                                        [(b"Upgrade", b"websocket"), (b"Content-Type", b"text/plain; charset=utf-8")]),
+                          close="protocol_error")]
         ws = WSConnection(ConnectionType.SERVER)
         try:
             ws.initiate_upgrade_connection(list(request.headers), request.target)
@@ -182,6 +186,7 @@ class WebPort(Dialect):
             # Not an upgrade, or a WebSocket version we do not speak.
             status = exc.event_hint.status_code if isinstance(exc.event_hint, RejectConnection) else 400
             extra = [(b"Sec-WebSocket-Version", b"13")] if status == 426 else []
+            extra.append((b"Content-Type", b"text/plain; charset=utf-8"))
             return [Reply(self._respond(status, f"a WebSocket upgrade is needed here: {exc}\n".encode(), extra),
                           close="protocol_error")]
         # No extension is accepted: permessage-deflate would give every
