@@ -37,8 +37,8 @@
     const id = `${kind}:${key(name)}`;
     let v = state.views.get(id);
     if (!v) {
-      v = { id, kind, name, items: [], ids: new Set(), unread: 0, oldest: null, complete: false, loading: 0,
-            catchUp: false, tab: document.createElement("button") };
+      v = { id, kind, name, items: [], ids: new Set(), unread: 0, oldest: null, newest: 0, complete: false,
+            loading: 0, catchUp: false, tab: document.createElement("button") };
       v.tab.type = "button";
       v.tab.setAttribute("role", "tab");
       v.tab.setAttribute("aria-controls", "log");
@@ -82,7 +82,7 @@
   }
 
   // Items are kept in the server's order: a message by its id, a notice right after the newest message
-  // seen when it happened.  So history fetched later slots in above, where it belongs.
+  // the conversation had when it happened.  So history fetched later slots in above, where it belongs.
   function place(v, item) {
     let i = v.items.length;
     while (i > 0 && before(item.order, v.items[i - 1].order)) i--;
@@ -109,7 +109,7 @@
 
   function notice(text, v = current(), cls = "") {
     const node = el("p", `notice ${cls}`, text);
-    place(v, { order: [state.lastId, ++noticeSeq], node, counts: cls === "error" });
+    place(v, { order: [v.newest, ++noticeSeq], node, counts: cls === "error" });
     return node;
   }
 
@@ -121,6 +121,7 @@
     if (v.ids.has(m.id)) return false; // already shown (history overlaps what we saw)
     v.ids.add(m.id);
     if (v.oldest === null || m.id < v.oldest) v.oldest = m.id;
+    if (m.id > v.newest) v.newest = m.id;
     const missed = catchUp && m.id > state.missedAfter;
     const node = el("div", "msg");
     if (key(m.from) === key(state.name || "")) node.classList.add("mine");
@@ -149,6 +150,7 @@
     status(state.joinedOnce ? "Reconnecting..." : "Connecting...");
     ws.onopen = () => {
       state.heardAt = Date.now();
+      status(state.joinedOnce ? "Connected; joining again..." : "Connected; joining...");
       hello();
     };
     ws.onmessage = (event) => {
@@ -210,6 +212,8 @@
     if (Date.now() - state.heardAt > DEAD_AFTER) state.ws.close();
     else if (Date.now() - state.heardAt > PING_EVERY) send({ type: "ping", id: "page" });
   }, PING_EVERY / 2);
+  // A socket does not survive a change of network (a new address): give it up at once, and come back online.
+  window.addEventListener("offline", () => { if (state.ws) state.ws.close(); });
   window.addEventListener("online", () => { if (state.joinedOnce && !state.ws && !state.stopped) connect(); });
 
   // ---------------------------------------------------------------- what the server says
@@ -228,7 +232,8 @@
       if (!state.current) show(lobby);
       const more = (m.count || 0) - m.users.length;
       const online = m.users.join(", ") + (more > 0 ? ` and ${more} more` : "");
-      notice(again ? `Reconnected as ${m.name}. Online: ${online}.` : `Welcome, ${m.name}! Online: ${online}.`, lobby);
+      if (again) notice(`Reconnected as ${m.name}. Online: ${online}.`, current());
+      else notice(`Welcome, ${m.name}! Online: ${online}.`, lobby);
       if (!again) $("message").focus();
       // Back in the rooms we were in; what was said meanwhile comes with each room's history.
       for (const v of state.views.values()) {
@@ -256,7 +261,7 @@
       }
       if (missed) {
         const node = el("p", "notice", `${missed} message${missed === 1 ? "" : "s"} arrived in ${v.name} while you were away.`);
-        place(v, { order: [state.missedAfter, 0.5], node, counts: false });
+        place(v, { order: [state.missedAfter, noticeSeq + 0.5], node, counts: false }); // just above what was missed
       }
     },
     joined(m) {
@@ -285,8 +290,9 @@
       const list = $("people-list");
       list.replaceChildren(...m.users.map((name) => {
         const item = el("li");
-        item.append(el("span", "", name));
-        if (key(name) !== key(state.name)) {
+        const me = key(name) === key(state.name);
+        item.append(el("span", "", me ? `${name} (you)` : name));
+        if (!me) {
           const talk = el("button", "", "Private chat");
           talk.type = "button";
           talk.setAttribute("aria-label", `Private chat with ${name}`);
