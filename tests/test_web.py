@@ -28,9 +28,7 @@ pytest.importorskip("wsproto")
 pytest.importorskip("h11")
 
 from wsproto import ConnectionType, WSConnection  # noqa: E402
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection,  # noqa: E402
-                            RejectData, Request, TextMessage)
-
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage  # noqa: E402
 from wsproto.frame_protocol import FrameProtocol  # noqa: E402
 
 from chatlab.client import ChatClient  # noqa: E402
