@@ -512,3 +512,17 @@ def test_serve_on_every_interface_prints_lan_urls_and_a_qr_code():
         assert b"<title>chatlab</title>" in urllib.request.urlopen(urls[0], timeout=5).read()
     finally:
         stop(proc)
+
+
+def test_the_protocol_documents_examples_are_true():
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    section = doc.split("## 13. WebSocket", 1)[1]
+    key = re.search(r"Sec-WebSocket-Key: (\S+)", section)[1].encode()
+    accept = re.search(r"Sec-WebSocket-Accept: (\S+)", section)[1].encode()
+    assert base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()) == accept
+    frame = bytes.fromhex(re.search(r"^C: ((?:[0-9a-f]{2} ?)+)$", section, re.MULTILINE)[1])
+    assert frame[0] == 0x81 and frame[1] == 0x80 | (len(frame) - 6)  # FIN + text, masked, its length
+    mask, payload = frame[2:6], frame[6:]
+    assert json.loads(bytes(b ^ mask[i % 4] for i, b in enumerate(payload))) == {"type": "hello", "name": "ada"}
+    welcome = WebSocketDialect.encode_shared({"type": "welcome", "name": "ada", "users": ["ada"], "room": "lobby"})
+    assert welcome.hex(" ").startswith(re.search(r"^S: ((?:[0-9a-f]{2} )+)", section, re.MULTILINE)[1].strip())
