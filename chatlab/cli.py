@@ -13,6 +13,7 @@ from pathlib import Path
 import signal
 import ssl
 import sys
+from typing import Any
 
 from . import __version__
 from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
@@ -77,6 +78,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     options: dict[str, object] = {"db": args.db, "accounts": accounts}
     tls: ssl.SSLContext | None = None
+    if args.redis:
+        if args.db:
+            print("chatlab serve: --db and --redis: with Redis, the history lives in Redis (docs/scaling.md)",
+                  file=sys.stderr)
+            return 2
+        try:
+            from .backplane import make_backplane
+
+            options["backplane"] = make_backplane(args.redis, args.redis_mode)
+        except ImportError:
+            print("chatlab serve: --redis needs the redis package: pip install 'chatlab[redis]'", file=sys.stderr)
+            return 1
+        except ValueError as exc:
+            print(f"chatlab serve: --redis {args.redis}: {exc}", file=sys.stderr)
+            return 2
     if args.tls:
         from .tls import server_context
 
@@ -92,13 +108,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # And Ctrl+C must work even when the parent started us with SIGINT
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if args.web_port is not None:
-        try:
-            options["listeners"] = (web_listener(args.host, args.web_port, tls),)
-        except ImportError as exc:
-            print(f"chatlab serve: --web-port needs the 'web' extra ({exc.name} is missing): "
-                  "pip install 'chatlab[web]'", file=sys.stderr)
-            return 1
+    try:
+        options["listeners"] = irc_listeners(args, tls) + web_listeners(args, tls)
+    except ImportError as exc:
+        print(f"chatlab serve: --web-port needs the 'web' extra ({exc.name} is missing): "
+              "pip install 'chatlab[web]'", file=sys.stderr)
+        return 1
     try:
         server = make_server(args.model, args.host, args.port, limits, **options)
         server.start()
@@ -112,6 +127,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         where = format_address(server.address)
         print(f"chatlab server ({args.model}{', TLS' if args.tls else ''}) listening on {where}", flush=True)
+        if "irc" in server.addresses:
+            irc = server.addresses["irc"]
+            how = (f"in irssi, /connect -tls -tls_cafile ca.pem localhost {irc[1]}" if args.tls
+                   else f"irssi -c {irc[0]} -p {irc[1]} -n NAME")
+            print(f"IRC{' over TLS' if args.tls else ''} on {format_address(irc)}: {how}", flush=True)
+        if args.redis:
+            status = server.backplane.status()
+            print(f"Sharing the chat with every server on Redis {args.redis} (this is node {status['node']}, "
+                  f"delivering with {status['mode']}).", flush=True)
         if args.host in ("0.0.0.0", "::"):
             print("Listening on every interface: others on your network can join with "
                   "'chatlab chat YOUR-IP:%d'. Your firewall may ask to allow it." % server.address[1], flush=True)
@@ -129,11 +153,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def web_listener(host: str, port: int, tls: ssl.SSLContext | None = None) -> Listener:
-    """The web port (``--web-port``): the chat page over HTTP, then the chat over WebSocket.
+def irc_listeners(args: argparse.Namespace, tls: Any) -> tuple[Any, ...]:
+    """``--irc-port``: a port speaking IRC (chatlab/dialects/irc.py), TLS too if the main port has it."""
+    if args.irc_port is None:
+        return ()
+    from .dialects.irc import IrcDialect
+    from .servers import Listener
+
+    return (Listener("irc", args.host, args.irc_port, IrcDialect, tls),)
+
+
+def web_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple[Listener, ...]:
+    """``--web-port``: the chat page over HTTP, then the chat over WebSocket (chatlab/dialects/web.py).
 
     With ``--tls`` it is https and wss, with the same certificate as the main port.
     """
+    if args.web_port is None:
+        return ()
+    return (web_listener(args.host, args.web_port, tls),)
+
+
+def web_listener(host: str, port: int, tls: ssl.SSLContext | None = None) -> Listener:
+    """A Listener for a web port: its dialect knows whether the page's origin is https."""
     from functools import partial
 
     from .dialects.web import WebPort
@@ -236,6 +277,16 @@ def cmd_users(args: argparse.Namespace) -> int:
         print(f"chatlab users: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def add_redis_options(serve: argparse.ArgumentParser) -> None:
+    """``chatlab serve --redis URL``: several servers, one chat (docs/scaling.md)."""
+    serve.add_argument("--redis", metavar="URL",
+                       help="share users, rooms, ids and history with every server on this Redis "
+                            "(e.g. redis://127.0.0.1:6379/0); see docs/scaling.md")
+    serve.add_argument("--redis-mode", choices=["streams", "pubsub"], default="streams",
+                       help="how servers hear each other: streams (default: a server that was away catches up) "
+                            "or pubsub (what it missed is lost: for the lesson of notebook 13)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -348,9 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accounts file (see 'chatlab users'): every name then needs its password")
     serve.add_argument("--guests", action="store_true",
                        help="with --users: names without an account may join without a password")
+    serve.add_argument("--irc-port", type=listen_port, metavar="PORT",
+                       help="also speak IRC on this port, for irssi, weechat, HexChat... (0 picks a free one; "
+                            "with --tls, IRC over TLS)")
     serve.add_argument("--web-port", type=listen_port, metavar="PORT",
                        help="also serve the chat page and WebSocket on this port, for browsers and phones "
                             "(0 picks a free one; needs the 'web' extra)")
+    add_redis_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     users = sub.add_parser("users", help="manage the accounts of a server run with --users")

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 from .dialects.client import ClientWire, refusal_of
 from .errors import WireError
-from .files import CHUNK
+from .files import CHUNK, MAX_FILE_NAME
 from .servers.base import DEFAULT_HOST, DEFAULT_PORT, format_address
 from .tls import TLSLayer, client_context, handshake_over
 
@@ -283,6 +283,10 @@ class ChatClient:
         receive thread answers each request.  ``file_sent`` (or an ``error``)
         tells how it went.
         """
+        if not 0 < len(name.encode("utf-8")) <= MAX_FILE_NAME:
+            # The server would refuse it (bad_file): say so here, before any byte goes.
+            raise ValueError(f"a file name has 1 to {MAX_FILE_NAME} bytes of UTF-8; {name[:40]!r}... has "
+                             f"{len(name.encode('utf-8'))}")
         sha256 = hashlib.sha256(data).hexdigest()
         self._uploads[sha256] = bytes(data)
         offer: dict[str, Any] = {"type": "file_offer", "name": name, "size": len(data), "sha256": sha256}

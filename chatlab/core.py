@@ -22,6 +22,9 @@ and messages into bytes.  The core owns the components that keep its rules:
 * ``logins`` (logins.py): passwords, checked off the chat's thread;
 * ``files`` (files.py): file transfers;
 * ``history`` (history.py): what was said, in SQLite;
+* ``backplane`` (backplane/): what is shared with other servers -- nothing
+  (``LocalBackplane``), or everything, through Redis (``SharedRooms``),
+  which then answers the message types that concern every server;
 
 and it hands each message to the handler its type names in ``handlers``, an
 explicit table: every type in ``protocol.CLIENT_MESSAGES`` has one.
@@ -38,13 +41,14 @@ import time
 from typing import Any, Callable
 
 from .accounts import Accounts
+from .backplane import Backplane, LocalBackplane
 from .dialects import Dialect, MainPort, Reply, Unit
 from .effects import ClientId, Close, Effect, Send, Work
 from .errors import ProtocolError, WireError
 from .files import FileStore
 from .guard import Guard
 from .history import History
-from .limits import Limits
+from .limits import MAX_FRAME, Limits
 from .logins import Logins
 from .protocol import (
     ALREADY_REGISTERED,
@@ -52,6 +56,7 @@ from .protocol import (
     BAD_ROOM,
     BAD_TEXT,
     CLIENT_MESSAGES,
+    LAST_ROOM,
     LINES_HELP,
     NAME_TAKEN,
     NOT_IN_ROOM,
@@ -61,6 +66,8 @@ from .protocol import (
     UNKNOWN_USER,
     check_name,
     clean_text,
+    fit,
+    json_size,
     name_key,
     normalise_name,
 )
@@ -82,7 +89,8 @@ class ChatCore:
     """The rules of one chat server.  ``now`` in every call is a monotonic clock's reading."""
 
     def __init__(self, limits: Limits | None = None, history: History | None = None,
-                 accounts: Accounts | None = None, wallclock: Callable[[], float] = time.time):
+                 accounts: Accounts | None = None, wallclock: Callable[[], float] = time.time,
+                 backplane: Backplane | None = None):
         self.limits = limits or Limits()
         self.history = history if history is not None else History()  # in memory unless given a file
         self.wallclock = wallclock  # only for the "ts" a message carries; every rule runs on ``now``
@@ -109,6 +117,9 @@ class ChatCore:
             "bye": self._on_bye,
             **self.files.handlers,
         }
+        # A chat shared with other servers answers some types itself (docs/scaling.md).
+        self.backplane = backplane if backplane is not None else LocalBackplane()
+        self.handlers.update(self.backplane.attach(self))
         missing = set(CLIENT_MESSAGES) ^ set(self.handlers)
         assert not missing, f"message types and handlers differ: {missing}"
 
@@ -232,17 +243,22 @@ class ChatCore:
     def _handle(self, client: Client, unit: bytes | Reply, now: float, out: Out) -> None:
         if isinstance(unit, Reply):  # the dialect answered by itself (a web page, an IRC capability list)
             if self.guard.within_rate(client, now, out):
-                out.append(Send((client.id,), unit.data))
-                if unit.close is not None:
-                    self.close(client, unit.close, None, now, out)
+                self._reply(client, unit, now, out)
             return
         try:
             msg = self.guard.screen(client, unit, now, out)  # parsed, within its rate
-            if msg is not None:
+            if isinstance(msg, Reply):  # answered by the dialect, in its turn (an IRC PING)
+                self._reply(client, msg, now, out)
+            elif msg is not None:
                 self.handlers[msg["type"]](client, msg, now, out)
         except ProtocolError as exc:
             log.info("%s: %s: %s", client, exc.code, exc.message)
             self.error(client, exc.code, exc.message, out)
+
+    def _reply(self, client: Client, reply: Reply, now: float, out: Out) -> None:
+        out.append(Send((client.id,), reply.data))
+        if reply.close is not None:
+            self.close(client, reply.close, None, now, out)
 
     def _on_hello(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         if client.name is not None:
@@ -268,6 +284,8 @@ class ChatCore:
     def _register(self, client: Client, name: str, key: str, out: Out) -> None:
         if key in self.members:
             raise ProtocolError(NAME_TAKEN, f"the name {name} is taken; try another name")
+        if self.backplane.register(client, name, key, out):
+            return  # shared with other servers: the name is claimed on all of them first
         client.name, client.key = name, key
         self.members[key] = client
         log.info("%s registered as %s", client.peer, name)
@@ -278,7 +296,8 @@ class ChatCore:
             users, count = [m.name for m in self.lobby.announced.values()], {"count": len(self.members)}
         else:
             users = self.users
-        self.send(client, {"type": "welcome", "name": name, "users": users, "room": self.lobby.name, **count}, out)
+        welcome = {"type": "welcome", "name": name, "room": self.lobby.name, **count}
+        self.send(client, self._names(welcome, "users", users), out)
         self._enter(client, self.lobby, out, confirm=False)
 
     def _on_say(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
@@ -314,8 +333,8 @@ class ChatCore:
         room = self.rooms.get(name_key(name))
         if room is not None and client in room.members.values():
             client.current_room = room.key
-            self.send(client, {"type": "joined", "name": client.name, "room": room.name,
-                               "members": room.names()}, out)
+            self.send(client, self._names({"type": "joined", "name": client.name, "room": room.name},
+                                          "members", room.names()), out)
             return
         if self.limits.max_rooms_per_user and len(client.rooms) >= self.limits.max_rooms_per_user:
             raise ProtocolError(TOO_MANY_ROOMS, f"you are in {len(client.rooms)} rooms, the most allowed; leave one first")
@@ -328,28 +347,41 @@ class ChatCore:
 
     def _on_leave(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.member_room(client, msg.get("room"))
+        if len(client.rooms) == 1:
+            # A client in no room hears nothing and every line it types is refused: keep it somewhere.
+            raise ProtocolError(LAST_ROOM, f"you are only in {room.name}: leaving it would leave you in no room; "
+                                "/join another room first, or /quit to leave the chat")
         self._exit(client, room, "left", out, tell_leaver=True)
 
     def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
-        self.require_registered(client)
-        room = self._find_room(msg["room"]) if msg.get("room") else self.member_room(client, None)
+        room = self.member_room(client, msg.get("room"))  # only a room you are in
         limit = max(0, min(msg.get("limit", self.limits.history_on_join), self.limits.history_page))
-        messages = self.history.page(room.key, limit, msg.get("before"))
-        self.send(client, {"type": "history", "room": room.name, "messages": messages}, out)
+        self._send_history(client, room, limit, out, msg.get("before"), msg.get("since"))
 
     def _on_rooms(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
-        listing = [{"name": r.name, "members": r.names()} for r in sorted(self.rooms.values(), key=lambda r: r.key)]
-        self.send(client, {"type": "rooms", "rooms": listing}, out)
+        self.require_registered(client)  # who is where is for those who said hello
+        after = name_key(normalise_name(msg["after"].lstrip("#"))) if msg.get("after") else None
+        rooms = sorted((r for r in self.rooms.values() if after is None or r.key > after), key=lambda r: r.key)
+        # A page of the listing: as many rooms as fit in one message, each
+        # with as many of its members as fit in a quarter of one.
+        entries = [self._names({"name": r.name}, "members", r.names(), self._frame_room // 4) for r in rooms]
+        answer: dict[str, Any] = {"type": "rooms", "rooms": []}
+        shown = fit(entries, self._frame_room - json_size({**answer, "more": True}))
+        answer["rooms"] = entries[:shown]
+        if shown < len(entries):
+            answer["more"] = True  # the rest: {"type": "rooms", "after": the last name listed}
+        self.send(client, answer, out)
 
     def _on_ping(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         self.send(client, {"type": "pong", "id": msg.get("id")}, out)
 
     def _on_who(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
+        self.require_registered(client)
         if msg.get("room"):
             room = self._find_room(msg["room"])
-            self.send(client, {"type": "users", "room": room.name, "users": room.names()}, out)
+            self.send(client, self._names({"type": "users", "room": room.name}, "users", room.names()), out)
         else:
-            self.send(client, {"type": "users", "users": self.users}, out)
+            self.send(client, self._names({"type": "users"}, "users", self.users), out)
 
     def _on_help(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         self.send(client, {"type": "help", "text": LINES_HELP}, out)
@@ -397,10 +429,62 @@ class ChatCore:
         lasted = now - client.connected_at
         if client.key is not None and self.members.get(client.key) is client:
             del self.members[client.key]
-            for room in list(client.rooms.values()):
-                self._exit(client, room, reason, out)
+            if not self.backplane.gone(client, reason, out):  # shared: the others hear it from Redis
+                for room in list(client.rooms.values()):
+                    self._exit(client, room, reason, out)
         self.files.expire(now, client)
         log.info("%s closed (%s) after %.1f s", client, reason, lasted)
+
+    # ------------------------------------------------ what fits in one message
+    #
+    # Whatever the server sends must fit the limits it holds every client to:
+    # a frame of at most 65,536 bytes (protocol.md section 2.2), and an
+    # outbox of outbox_bytes.  A listing built from what others said or
+    # chose (history, room names, everyone's names) could pass both, and
+    # drop whoever asked.  So each is cut to one message by construction,
+    # measured as compact JSON (the largest form any dialect gives it), and
+    # says so: "more" (ask for the next page) or "count" (how many in all).
+
+    @property
+    def _frame_room(self) -> int:
+        """Bytes one message may take."""
+        return min(self.limits.max_frame, MAX_FRAME)
+
+    def _names(self, msg: dict[str, Any], field: str, names: list[Any], room: int | None = None) -> dict[str, Any]:
+        """``msg`` with ``field`` holding as many of ``names`` as fit; "count" says how many there are if cut."""
+        space = (room or self._frame_room) - json_size({**msg, field: [], "count": len(names)})
+        shown = fit(names, space)
+        msg[field] = names[:shown]
+        if shown < len(names):
+            msg.setdefault("count", len(names))
+        return msg
+
+    def _send_history(self, client: Client, room: Room, limit: int, out: Out, before: int | None = None,
+                      since: int | None = None, always: bool = True,
+                      found: list[dict[str, Any]] | None = None) -> None:
+        """One page of a room's history: up to ``limit`` messages that fit in one message, oldest first.
+
+        Without ``since``, the newest ones below ``before``; with it, the
+        oldest ones above ``since``.  ``"more": true`` when messages that match
+        were left out (past the limit, or past what fits): page on with
+        ``before`` (the first id) or ``since`` (the last id).
+        """
+        # ``found``: the limit + 1 messages the backplane read from a shared history (backplane/shared.py).
+        rows = found if found is not None else self.history.page(room.key, limit + 1, before, since) if limit > 0 else []
+        more = len(rows) > limit
+        rows = rows[:limit] if since is not None else rows[len(rows) - limit:] if more else rows
+        answer: dict[str, Any] = {"type": "history", "room": room.name, "messages": []}
+        space = self._frame_room - json_size({**answer, "more": True})
+        if since is not None:
+            kept = rows[:fit(rows, space)]
+        else:
+            kept = rows[len(rows) - fit(rows[::-1], space):]
+        if not kept and not always:
+            return
+        answer["messages"] = kept
+        if more or len(kept) < len(rows):
+            answer["more"] = True
+        self.send(client, answer, out)
 
     # ---------------------------------------------------------------- helpers
 
@@ -408,9 +492,15 @@ class ChatCore:
         self.send(client, {"type": "closing", "reason": reason, "message": message}, out)
 
     def _check_text(self, text: str) -> str:
-        if self.limits.max_text and len(text) > self.limits.max_text:
-            raise ProtocolError(TOO_LARGE, f"text has {len(text)} characters; the limit is {self.limits.max_text}")
+        limit = self.limits.max_text
+        if limit and len(text) > limit:
+            raise ProtocolError(TOO_LARGE, f"text has {len(text)} characters; the limit is {limit}")
         text = clean_text(text)
+        # What is relayed is bounded, not only what arrived: cleaning makes a
+        # control character visible in up to 8 ("<U+0080>").
+        if limit and len(text) > limit:
+            raise ProtocolError(TOO_LARGE, f"text has {len(text)} characters once its control characters are "
+                                           f"made visible; the limit is {limit}")
         if not text.strip():
             raise ProtocolError(BAD_TEXT, "nothing to say: the text is empty")
         return text
@@ -471,14 +561,12 @@ class ChatCore:
         if client.current_room is None:
             client.current_room = room.key
         if confirm:
-            self.send(client, {"type": "joined", "name": client.name, "room": room.name,
-                               "members": room.names()}, out)
+            self.send(client, self._names({"type": "joined", "name": client.name, "room": room.name},
+                                          "members", room.names()), out)
         if not quiet:
             self._announce(client, room, out)
         # What was said just before: marked as history, so no client mistakes it for new.
-        recent = self.history.page(room.key, self.limits.history_on_join) if self.limits.history_on_join else []
-        if recent:
-            self.send(client, {"type": "history", "room": room.name, "messages": recent}, out)
+        self._send_history(client, room, self.limits.history_on_join, out, always=False)
 
     def _large(self, room: Room) -> bool:
         return bool(self.limits.large_room) and len(room.members) >= self.limits.large_room

@@ -120,7 +120,9 @@ def diagnose(host: str, port: int = DEFAULT_PORT, tls: bool = False, cafile: str
         return report.found("unresolved", f"the name {host!r} does not resolve to any address.",
                             "check its spelling; or use the server's IP address (on the server, 'ip addr' or "
                             "'ipconfig' shows it), e.g. 'chatlab doctor 192.168.1.20:%d'." % port)
-    addresses = list(dict.fromkeys(info[4][:2] for info in infos))
+    # Each answer's socket address: (ip, port) for IPv4, (ip, port, flow, scope) for IPv6; we dial (ip, port).
+    # An address family this Python does not know comes as (family, raw bytes): none a TCP connect could use.
+    addresses = list(dict.fromkeys(info[4][:2] for info in infos if isinstance(info[4][0], str)))
     if _is_ip(host):
         report.step(f"{host} is an IP address: nothing to look up")
     else:

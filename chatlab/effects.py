@@ -14,7 +14,9 @@ of effects, and the server's shell performs them in that order:
   event-loop shells run it on a worker thread, and the thread-per-client
   shell on the client's own thread, outside the lock that serialises the
   room.  The core stays single-threaded: ``finished`` is called like any
-  other event.
+  other event.  Work marked ``ordered`` runs one job at a time, in the
+  order the core gave it (a shared chat's writes to Redis: a client's
+  messages must reach the room in the order it sent them).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Work:
     job: Callable[[], Any]
     then: Callable[[Any, float], list["Effect"]]
     what: str = "work"  # for the log: what is being done
+    ordered: bool = False  # run after every ordered job given before it, never beside one
 
 
 Effect = Union[Send, Close, Work]

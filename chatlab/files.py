@@ -63,11 +63,12 @@ class Transfer:
     room: Room | None  # for a file to a room
     created: float
     data: bytearray = field(default_factory=bytearray)
+    received: int = 0  # chunks uploaded so far
     offered_to: set[ClientId] = field(default_factory=set)  # client ids that were offered it
 
     @property
     def complete(self) -> bool:
-        return len(self.data) == self.size
+        return self.received == self.chunks  # counted in chunks: an empty file still has one
 
     @property
     def chunks(self) -> int:
@@ -77,11 +78,17 @@ class Transfer:
         return base64.b64encode(self.data[seq * CHUNK : (seq + 1) * CHUNK]).decode("ascii")
 
 
+#: The longest file name, in bytes of UTF-8: what common file systems take
+#: (ext4, APFS, NTFS's 255 UTF-16 units are at least as many).  Counted in
+#: bytes, not characters: 200 x "é" is 204 characters but 404 bytes.
+MAX_FILE_NAME = 255
+
+
 def safe_file_name(name: str) -> str:
     """Only the last part of a path, cleaned: a file name must never climb directories."""
     name = clean_text(name).replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if name in ("", ".", "..") or len(name) > 255:
-        raise ProtocolError(BAD_FILE, "a file needs a name of 1 to 255 characters")
+    if name in ("", ".", "..") or len(name.encode("utf-8")) > MAX_FILE_NAME:
+        raise ProtocolError(BAD_FILE, f"a file needs a name of 1 to {MAX_FILE_NAME} bytes (in UTF-8)")
     return name
 
 
@@ -133,7 +140,7 @@ class FileStore:
     def _pull_upload(self, transfer: Transfer, out: Out) -> None:
         """Ask the sender for the next chunk, or, once all is in, check it and offer it."""
         if not transfer.complete:
-            seq = len(transfer.data) // CHUNK
+            seq = transfer.received
             self.chat.send(transfer.sender, {"type": "file_upload", "file": transfer.id, "seq": seq,
                                              "sha256": transfer.sha256}, out)
             return
@@ -157,7 +164,7 @@ class FileStore:
 
     def on_chunk(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         transfer = self._transfer(msg)
-        expected = len(transfer.data) // CHUNK
+        expected = transfer.received
         if transfer.sender is not client or transfer.complete or msg["seq"] != expected:
             raise ProtocolError(BAD_FILE, f"file {transfer.id}: expected chunk {expected} from its sender")
         try:
@@ -168,6 +175,7 @@ class FileStore:
             del self.transfers[transfer.id]
             raise ProtocolError(BAD_FILE, f"file {transfer.id}: chunk {expected} has the wrong size")
         transfer.data += data
+        transfer.received += 1
         self._pull_upload(transfer, out)
 
     def _offered(self, client: Client, msg: dict[str, Any]) -> Transfer:

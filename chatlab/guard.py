@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .dialects import Dialect, Message
+from .dialects import Dialect, Message, Reply
 from .effects import ClientId, Close, Effect, Send
 from .errors import ProtocolError
 from .limits import Limits
@@ -140,8 +140,10 @@ class Doorman:
 
 # Messages that answer the server rather than start something: a pong to its
 # keep-alive ping, and the pieces of a file transfer, which the server itself
-# paces (one chunk asked for, one sent).  They cost no rate-limit token.
-RATE_FREE = frozenset({"pong", "file_chunk", "file_get"})
+# paces (one chunk asked for, one sent).  They cost no rate-limit token; nor
+# does a bye, which only ends the connection (refusing it would keep a
+# client that wants to go).
+RATE_FREE = frozenset({"pong", "file_chunk", "file_get", "bye"})
 
 KEEPALIVE: Message = {"type": "ping", "id": "keepalive"}
 
@@ -211,15 +213,15 @@ class Guard:
 
     # ----------------------------------------------------------- messages
 
-    def screen(self, client: Client, unit: bytes, now: float, out: Out) -> Message | None:
-        """One unit as a message to handle, or None if it is to be dropped."""
+    def screen(self, client: Client, unit: bytes, now: float, out: Out) -> Message | Reply | None:
+        """One unit as a message to handle (or the dialect's own Reply), or None if it is to be dropped."""
         try:
             msg = client.dialect.parse(unit)
         except ProtocolError:
             if self.within_rate(client, now, out):
                 raise  # answered with its error, like any other message
             return None
-        if msg is not None and msg["type"] in RATE_FREE:
+        if isinstance(msg, dict) and msg["type"] in RATE_FREE:
             return msg
         return msg if self.within_rate(client, now, out) else None
 

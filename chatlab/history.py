@@ -94,25 +94,35 @@ class History:
         if job is not None:
             job()
 
-    def page(self, room: str, limit: int, before: int | None = None) -> list[dict[str, Any]]:
-        """Up to ``limit`` messages of a room, older than id ``before`` if given; oldest first."""
+    def page(self, room: str, limit: int, before: int | None = None, since: int | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` messages of a room with ids between ``since`` and ``before`` (both
+        excluded, each optional); oldest first.
+
+        Without ``since``: the newest such messages (what was said just
+        before, paging back).  With it: the oldest (what someone missed since
+        the last message they saw, paging forward).
+        """
         # SQLite integers are 64-bit: a client's "before" of 2**100 is simply
         # "everything", not an overflow that could crash the server.
         below = 1 << 62 if before is None else max(-(1 << 62), min(before, 1 << 62))
+        above = -(1 << 62) if since is None else max(-(1 << 62), min(since, 1 << 62))
         if limit <= 0:
             return []
+        query = ("SELECT id, room, room_name, ts, sender, text FROM messages WHERE room = ? AND id < ? AND id > ?"
+                 f" ORDER BY id {'ASC' if since is not None else 'DESC'} LIMIT ?")
         with self._lock:
-            rows: list[Row] = [row for batch in [*self._writing, self._said] for row in batch
-                               if row[1] == room and row[0] < below]
-            if len(rows) < limit:
-                rows = self.db.execute(
-                    "SELECT id, room, room_name, ts, sender, text FROM messages"
-                    " WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                    (room, below, limit - len(rows)),
-                ).fetchall()[::-1] + rows
+            # Not yet committed: newer than anything in the database.
+            recent: list[Row] = [row for batch in [*self._writing, self._said] for row in batch
+                                 if row[1] == room and above < row[0] < below]
+            if since is not None:
+                rows = (self.db.execute(query, (room, below, above, limit)).fetchall() + recent)[:limit]
+            else:
+                rows = recent[-limit:]
+                if len(rows) < limit:
+                    rows = self.db.execute(query, (room, below, above, limit - len(rows))).fetchall()[::-1] + rows
         return [
             {"type": "message", "id": i, "ts": ts, "from": sender, "text": text, "room": room_name}
-            for i, _, room_name, ts, sender, text in rows[-limit:]
+            for i, _, room_name, ts, sender, text in rows
         ]
 
     def close(self) -> None:

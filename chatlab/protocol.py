@@ -12,6 +12,7 @@ every message -- is here too.
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from typing import Any
 
@@ -47,10 +48,32 @@ BAD_TEXT = "bad_text"  # a message with no text left to show
 UNKNOWN_USER = "unknown_user"  # a private message to a name nobody has
 BAD_ROOM = "bad_room"  # a room name that breaks the rules for names
 NOT_IN_ROOM = "not_in_room"  # speaking in, leaving or reading a room you are not in
+LAST_ROOM = "last_room"  # leaving the only room one is in: one would be nowhere, hearing nothing
 TOO_MANY_ROOMS = "too_many_rooms"  # over the rooms-per-user or rooms-per-server limit
 RATE_LIMITED = "rate_limited"  # over the message rate limit: that message was dropped
 AUTH_REQUIRED = "auth_required"  # that name has an account: hello needs its password
 AUTH_FAILED = "auth_failed"  # wrong name or password (one answer for both), after a delay
+# A chat shared by several servers (chatlab serve --redis; docs/scaling.md).
+UNAVAILABLE = "unavailable"  # the servers' shared store (Redis) is unreachable: nothing was sent
+OTHER_SERVER = "other_server"  # a file for someone connected to another server of the chat
+
+# Why someone left, in words for people (``left`` and ``closing`` carry the
+# code, for programs): what a person reads in ``chatlab chat``.
+REASON_WORDS: dict[str, str] = {
+    "left": "left the room",
+    "quit": "said goodbye",
+    "disconnected": "lost the connection",
+    "shutdown": "the server stopped",
+    "too_slow": "was not reading, so the server let go",
+    "protocol_error": "sent something too long to be a message",
+    "register_timeout": "never gave a name",
+    "idle": "was silent too long",
+    "flooding": "sent too many messages too fast",
+    "auth_failed": "gave too many wrong passwords",
+    "server_error": "met a fault in the server",
+    "kicked": "was removed",
+}
+
 
 # Each client message: the fields it must carry, then the fields it may carry,
 # with their JSON types.  Other fields are allowed (and ignored), so that
@@ -61,9 +84,9 @@ CLIENT_MESSAGES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "dm": ({"to": str, "text": str}, {}),
     "join": ({"room": str}, {}),
     "leave": ({}, {"room": str}),  # without "room": the room your lines go to
-    "rooms": ({}, {}),
+    "rooms": ({}, {"after": str}),  # "after": the next page of a listing that said "more"
     "who": ({}, {"room": str}),
-    "history": ({}, {"room": str, "limit": int, "before": int}),
+    "history": ({}, {"room": str, "limit": int, "before": int, "since": int}),
     "ping": ({}, {}),  # "id" may be any JSON value; it is echoed in the pong
     "pong": ({}, {}),  # the answer to the server's keep-alive ping
     "help": ({}, {}),
@@ -168,6 +191,37 @@ def clean_text(text: str) -> str:
 # ------------------------------------------------------------------ messages
 
 
+#: Arrays and objects one message may nest, itself included.  Python's
+#: ``json`` parses about a thousand levels, but encoding the same value
+#: again (echoing a ping's ``id``) recurses once per level and fails sooner:
+#: what comes in must be something the server can always send back out.
+MAX_DEPTH = 32
+
+
+def _not_a_number(word: str) -> float:
+    # Python's json reads NaN and Infinity, which RFC 8259 does not allow:
+    # echoed back, they would be invalid JSON for every other client.
+    raise ProtocolError(BAD_FRAME, f"frame is not JSON: {word} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400 reads as infinity
+        raise ProtocolError(BAD_FRAME, f"frame is not JSON: {text[:20]} is too large a number")
+    return number
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in ``value`` (stops counting past MAX_DEPTH); no recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_DEPTH:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def decode_message(payload: bytes) -> dict[str, Any]:
     """Parse and check one frame's payload: a UTF-8 JSON object with a known type."""
     try:
@@ -175,13 +229,15 @@ def decode_message(payload: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ProtocolError(BAD_FRAME, f"frame is not valid UTF-8 ({exc.reason} at byte {exc.start})")
     try:
-        msg = json.loads(text)
+        msg = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except RecursionError:
         raise ProtocolError(BAD_FRAME, "frame is not JSON: nested too deeply")
     except ValueError as exc:
         raise ProtocolError(BAD_FRAME, f"frame is not JSON: {exc}")
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_FRAME, f"frame must be a JSON object, not {type(msg).__name__}")
+    if _depth(msg) > MAX_DEPTH:
+        raise ProtocolError(BAD_FRAME, f"frame nests arrays and objects more than {MAX_DEPTH} deep")
     if "\\ud" in text or "\\uD" in text:
         # JSON can spell half of a UTF-16 surrogate pair on its own ("\ud800").
         # That is no character at all, and could never be encoded again as
@@ -206,6 +262,22 @@ def decode_message(payload: bytes) -> dict[str, Any]:
         if not isinstance(value, wanted) or isinstance(value, bool):
             raise ProtocolError(BAD_FRAME, f'"{kind}" needs a "{field}" field holding {JSON_TYPES[wanted]}')
     return msg
+
+
+def json_size(value: Any) -> int:
+    """Bytes ``value`` takes in a compact UTF-8 JSON frame: the measure of what fits in one."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def fit(items: list[Any], room: int) -> int:
+    """How many of ``items``, from the first, fit in ``room`` bytes of a JSON array."""
+    count = 0
+    for item in items:
+        room -= json_size(item) + (1 if count else 0)  # and a comma between two
+        if room < 0:
+            break
+        count += 1
+    return count
 
 
 def encode_message(msg: dict[str, Any]) -> bytes:

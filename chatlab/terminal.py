@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from .client import ChatClient, ChatConnectionError, ChatError
 from .dialects.lines import render_line
+from .protocol import REASON_WORDS
 
 try:  # line editing and history of what you typed; absent on Windows
     import readline
@@ -54,20 +55,50 @@ def describe(event: dict[str, Any]) -> str:
         return f"* file {event['file']} is ready for: {', '.join(event['recipients']) or 'nobody'}"
     if kind in ("file_accepted", "file_declined"):
         return f"* {event['by']} {kind[5:]} file {event['file']}"
+    # For a person, words: the codes (unknown_type, not_in_room, left) are for programs.
+    if kind == "error":
+        return f"! {event['message']}"
+    if kind == "left":
+        room = event.get("room")
+        where = f" {room}" if room and room != "lobby" else (" the lobby" if event["reason"] == "left" else "")
+        if event["reason"] == "left":
+            return f"* {event['name']} left{where}"
+        return f"* {event['name']} left{where}: {REASON_WORDS.get(event['reason'], event['reason'])}"
     return render_line(event)
 
 
+#: Bytes a file name may have on disk (ext4, APFS and most others): longer
+#: ones are cut, keeping the extension, rather than refused by the system.
+NAME_BYTES = 255
+
+
+def _fit(stem: str, suffix: str, room: int = NAME_BYTES) -> str:
+    """``stem + suffix`` cut (at a character boundary) to ``room`` bytes of UTF-8."""
+    if len(suffix.encode()) > room // 2:
+        suffix = ""  # a "suffix" that long is no extension
+    cut = stem.encode()[:room - len(suffix.encode())].decode("utf-8", "ignore")
+    return cut + suffix
+
+
 def save_file(event: dict[str, Any], folder: Path) -> str:
-    """Write a received file into ``folder`` under a name that overwrites nothing."""
+    """Write a received file into ``folder`` under a name that overwrites nothing.
+
+    Returns what to tell the person -- never raises for a file it cannot
+    save: this runs on the thread that prints everything else, which must
+    carry on whatever one file does (a name too long, a full disk).
+    """
     if not event["ok"]:
         return f"! file {event['file']} arrived damaged (SHA-256 mismatch): not saved"
-    name = Path(event["name"] or event["file"]).name  # never a path from the network
-    target = folder / name
-    stem, suffix, n = target.stem, target.suffix, 1
-    while target.exists():
-        target = folder / f"{stem} ({n}){suffix}"
-        n += 1
-    target.write_bytes(event["data"])
+    name = Path(event["name"] or event["file"]).name or event["file"]  # never a path from the network
+    stem, suffix = Path(name).stem, Path(name).suffix
+    try:
+        target, n = folder / _fit(stem, suffix), 1
+        while target.exists():
+            target = folder / _fit(stem, f" ({n}){suffix}")
+            n += 1
+        target.write_bytes(event["data"])
+    except OSError as exc:
+        return f"! could not save {name} from {event['from']}: {exc.strerror or exc}"
     return f"* saved {name} from {event['from']} ({len(event['data']):,} bytes, SHA-256 checked) as {target}"
 
 
@@ -252,7 +283,10 @@ def _print_events(client: ChatClient, term: Terminal, room: dict[str, str], down
         elif kind == "left" and event.get("name") == client.name and event.get("room") == room["current"]:
             room["current"] = "lobby"
         if kind == "file_received":
-            term.show(save_file(event, downloads))
+            try:
+                term.show(save_file(event, downloads))
+            except Exception as exc:  # whatever one file does, the next events are still shown
+                term.show(f"! could not save file {event.get('file')}: {exc}")
             continue
         if kind == "disconnected" and term.quitting:
             continue  # the person left: the shell's prompt comes next, nothing more to say

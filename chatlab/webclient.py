@@ -1,7 +1,7 @@
 """A WebSocket chat client in Python: what the chat page does in a browser, for tests and notebooks.
 
 ``chatlab serve --web-port`` speaks WebSocket (docs/protocol.md, section
-13).  This client opens the same socket the page opens -- an HTTP request
+15).  This client opens the same socket the page opens -- an HTTP request
 that asks to upgrade, then one JSON message per WebSocket message -- with
 wsproto doing the framing, as the server does.  It is small and blocking
 on purpose: ``send`` a message, ``wait_for`` one, with a deadline on

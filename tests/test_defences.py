@@ -8,6 +8,7 @@ are then checked against live servers in test_faults.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import unicodedata
 
@@ -448,3 +449,260 @@ def test_a_connection_flood_is_logged_in_a_few_lines(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and "refused (connecting_too_fast)" in lines[0]
     assert lines[1] == "refused 998 more connections from 10.0.0.1"
+
+
+# ===================================================== round 2 (issue 13)
+#
+# Each test below reproduced one finding of the second hostile round before
+# its fix (docs/security.md, section 6, lists them); the same faults run
+# against live servers, with ten bystanders, in test_faults.py.
+
+
+def test_relayed_text_is_bounded_after_cleaning():
+    # 13.2: 4,096 x U+0080 passed the 4,096-character check, then cleaned to
+    # 32,768 characters ("<U+0080>" each) for every member.
+    room = Driver()
+    room.register(1, "ada")
+    room.register(2, "bob")
+    room.frames(1), room.frames(2)
+    room.send(1, say("\u0080" * 4096))
+    assert codes(room.frames(1)) == ["too_large"]
+    assert room.frames(2) == []  # relayed to nobody
+    room.send(1, say("\x1b" * 2048))  # "^[" each: exactly 4,096 once cleaned
+    assert room.frames(2)[0]["text"] == "^[" * 2048
+    room.send(1, frame({"type": "dm", "to": "bob", "text": "\x9b" * 1000}))  # 8,000 once cleaned
+    assert codes(room.frames(1)) == ["too_large"] and room.frames(2) == []
+
+
+def test_a_ping_id_nested_deep_is_refused_not_a_crash(caplog):
+    # 13.9: ~980 lists passed json.loads, then the pong failed to encode
+    # (RecursionError -> server_error, with a traceback in the log).
+    room = Driver()
+    room.register(1, "ada")
+    with caplog.at_level(logging.ERROR, logger="chatlab.core"):
+        room.send(1, encode_frame(b'{"type":"ping","id":' + b"[" * 980 + b"]" * 980 + b"}"))
+        room.send(1, encode_frame(b'{"type":"ping","id":' + b'{"a":' * 500 + b"1" + b"}" * 500 + b"}"))
+    assert codes(room.frames(1)) == ["bad_frame", "bad_frame"]
+    assert room.closed == {} and caplog.records == []
+    room.send(1, frame({"type": "ping", "id": [[[["a"]]]]}))  # a little nesting is any JSON value
+    assert room.frames(1) == [{"type": "pong", "id": [[[["a"]]]]}]
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e999"])
+def test_ping_ids_that_are_not_json_numbers_are_refused(number):
+    # 13.14: NaN and Infinity were echoed as they came: invalid JSON in the pong.
+    room = Driver()
+    room.register(1, "ada")
+    room.send(1, encode_frame(b'{"type":"ping","id":' + number + b"}"))
+    assert codes(room.frames(1)) == ["bad_frame"]
+    room.send(1, encode_frame(b'{"type":"history","limit":' + number + b"}"))
+    assert codes(room.frames(1)) == ["bad_frame"]
+
+
+@pytest.mark.parametrize("argument", ["²", "2²", "½", "①"])
+def test_history_with_digits_int_refuses_is_a_usage_error(argument):
+    # 13.9: "/history ²" passed str.isdigit(), then int() raised: server_error.
+    room = Driver()
+    room.connect(1)
+    room.send(1, b"ada\n")
+    room.lines(1)
+    room.send(1, f"/history {argument}\n".encode())
+    assert room.lines(1) == ["! usage: /history [N] (bad_frame)"]
+    assert room.closed == {}
+    room.send(1, "/history ١٢\n".encode())  # decimal digits of any script are a number
+    assert room.closed == {} and "(bad_frame)" not in room.take(1).decode()
+
+
+def test_who_and_rooms_need_a_hello_first():
+    # 13.6: on a --users server, a connection that never said hello could list every name.
+    room = Driver(accounts=accounts(ada="lovelace"))
+    room.register(1, "ada", password="lovelace")
+    room.connect(2)
+    for msg in ({"type": "who"}, {"type": "who", "room": "lobby"}, {"type": "rooms"}):
+        room.send(2, frame(msg))
+        got = room.frames(2)
+        assert codes(got) == ["not_registered"] and "ada" not in json.dumps(got)
+
+
+def test_the_history_of_a_room_you_are_not_in_is_not_yours():
+    # 13.6: {"type":"history","room":"secret"} read a room its asker was not in.
+    room = Driver()
+    room.register(1, "ada")
+    room.register(2, "eve")
+    room.send(1, frame({"type": "join", "room": "secret"}))
+    room.send(1, frame({"type": "say", "room": "secret", "text": "the plan"}))
+    room.frames(2)
+    room.send(2, frame({"type": "history", "room": "secret"}))
+    got = room.frames(2)
+    assert codes(got) == ["not_in_room"] and "the plan" not in json.dumps(got)
+    room.send(2, frame({"type": "history", "room": "nowhere"}))
+    assert codes(room.frames(2)) == ["not_in_room"]
+
+
+def test_file_names_are_bounded_in_bytes():
+    # 13.7: 200 x "é" + ".txt" is 204 characters but 404 bytes: more than a file system takes.
+    room = Driver()
+    room.register(1, "ada")
+    room.register(2, "bob")
+    room.frames(1)
+    offer = {"type": "file_offer", "size": 3, "sha256": "0" * 64, "to": "bob"}
+    room.send(1, frame({**offer, "name": "é" * 200 + ".txt"}))
+    got = room.frames(1)
+    assert codes(got) == ["bad_file"] and "255 bytes" in got[0]["message"]
+    room.send(1, frame({**offer, "name": "é" * 125 + ".txt"}))  # 254 bytes: fine
+    assert room.frames(1)[0]["type"] == "file_upload"
+
+
+def test_an_empty_file_is_one_empty_chunk():
+    # 13.14: protocol.md says an empty file is one empty chunk; it was offered without it.
+    import hashlib
+
+    room = Driver()
+    room.register(1, "ada")
+    room.register(2, "bob")
+    room.frames(1), room.frames(2)
+    room.send(1, frame({"type": "file_offer", "name": "empty.txt", "size": 0,
+                        "sha256": hashlib.sha256(b"").hexdigest(), "to": "bob"}))
+    upload = room.frames(1)
+    assert [f["type"] for f in upload] == ["file_upload"] and upload[0]["seq"] == 0
+    assert room.frames(2) == []  # not offered before its one chunk is in
+    room.send(1, frame({"type": "file_chunk", "file": upload[0]["file"], "seq": 0, "data": ""}))
+    assert [f["type"] for f in room.frames(1)] == ["file_sent"]
+    assert room.frames(2)[0]["type"] == "file_offer"
+
+
+def test_the_terminal_says_why_it_cannot_save_a_file_and_carries_on(tmp_path):
+    # 13.7: OSError "File name too long" in the printer thread stopped the client.
+    from chatlab.terminal import save_file
+
+    event = {"type": "file_received", "file": "f1", "name": "é" * 200 + ".txt", "from": "eve",
+             "data": b"abc", "ok": True}
+    said = save_file(event, tmp_path)
+    saved = list(tmp_path.iterdir())
+    assert len(saved) == 1 and saved[0].read_bytes() == b"abc" and len(saved[0].name.encode()) <= 255
+    assert saved[0].suffix == ".txt" and "saved" in said
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the downloads folder should be")
+    said = save_file({**event, "name": "ok.txt"}, blocked)
+    assert said.startswith("! could not save ok.txt from eve:")
+
+
+def _frames_fit(data: bytes, limit: int = 65536) -> list[dict]:
+    """Every frame in ``data``, checked against the frame limit a chatlab client enforces."""
+    from chatlab.framing import FrameDecoder
+
+    return [json.loads(p) for p in FrameDecoder(limit).feed(data)]
+
+
+def test_history_on_joining_fits_in_one_frame_whatever_was_said():
+    # 13.1: 16 messages of 4,096 "a" made the history on joining a frame over
+    # 65,536 bytes: every new frames client was dropped at registration.
+    room = Driver(Limits(rate_limit=0))
+    room.register(1, "ada")
+    for _ in range(25):
+        room.send(1, say("\u0080" * 512))  # 4,096 characters once cleaned, 5 bytes each in JSON ("<U+0080>")
+    for _ in range(25):
+        room.send(1, say("é" * 4096))
+    room.connect(2)
+    room.send_msg(2, {"type": "hello", "name": "bob"})
+    got = _frames_fit(room.take(2))  # raises FrameTooLarge if any frame is over the limit
+    assert [f["type"] for f in got] == ["welcome", "history"] and room.closed == {}
+    history = got[1]
+    assert history["more"] is True and 1 <= len(history["messages"]) < 20  # as many as fit, the newest
+    assert history["messages"][-1]["id"] == room.core.last_message_id
+
+
+def test_a_history_answer_is_a_page_that_fits_and_says_there_is_more():
+    room = Driver(Limits(rate_limit=0))
+    room.register(1, "ada")
+    for i in range(150):
+        room.send(1, say(f"{i} " + "x" * 2000))
+    room.frames(1)
+    room.send_msg(1, {"type": "history", "limit": 100})
+    page = _frames_fit(room.take(1))
+    assert len(page) == 1 and page[0]["more"] is True
+    ids = [m["id"] for m in page[0]["messages"]]
+    assert ids == sorted(ids) and ids[-1] == 150 and len(ids) < 100
+    seen = ids
+    while True:  # paging back with "before" reaches the first message, each page fitting
+        room.send_msg(1, {"type": "history", "limit": 100, "before": seen[0]})
+        page = _frames_fit(room.take(1))[0]
+        seen = [m["id"] for m in page["messages"]] + seen
+        if not page.get("more"):
+            break
+    assert seen == list(range(1, 151))
+
+
+def test_history_since_an_id_pages_forward_oldest_first():
+    room = Driver(Limits(rate_limit=0))
+    room.register(1, "ada")
+    for i in range(60):
+        room.send(1, say(f"m{i}"))
+    room.tick(0.5)  # half of them committed to SQLite, half still in memory
+    for i in range(60, 120):
+        room.send(1, say(f"m{i}"))
+    room.frames(1)
+    room.send_msg(1, {"type": "history", "since": 10, "limit": 50})
+    page = room.frames(1)[0]
+    assert [m["id"] for m in page["messages"]] == list(range(11, 61)) and page["more"] is True
+    room.send_msg(1, {"type": "history", "since": 100})  # the default limit, 20: exactly what is left
+    page = room.frames(1)[0]
+    assert [m["id"] for m in page["messages"]] == list(range(101, 121)) and "more" not in page
+    room.send_msg(1, {"type": "history", "since": 120})
+    assert room.frames(1) == [{"type": "history", "room": "lobby", "messages": []}]
+    room.send_msg(1, {"type": "history", "since": 10, "before": 14})
+    assert [m["text"] for m in room.frames(1)[0]["messages"]] == ["m10", "m11", "m12"]
+    room.send_msg(1, {"type": "history", "since": "10"})
+    assert codes(room.frames(1)) == ["bad_frame"]
+
+
+def test_lines_history_100_is_one_bounded_answer():
+    # 13.1: "/history 100" after long messages was one 3 MB send: the reader dropped as too_slow.
+    room = Driver(Limits(rate_limit=0))
+    room.register(1, "ada")
+    for _ in range(100):
+        room.send(1, say("\u0080" * 512))
+    room.connect(2)
+    room.send(2, b"nc\n")
+    room.take(2)
+    room.send(2, b"/history 100\n")
+    answer = room.take(2)
+    assert len(answer) < 65536 and answer.decode().splitlines()[-1].startswith("--- end of history (")
+
+
+def test_the_rooms_listing_fits_and_pages():
+    # 13.1: enough long room names made the rooms listing a frame over the limit.
+    room = Driver(Limits(rate_limit=0, max_rooms=0, max_rooms_per_user=0))
+    room.register(1, "ada")
+    names = [f"{i:03d}" + "漢" * 28 for i in range(700)]  # ~100 bytes of JSON each: 70 KB in all
+    for name in names:
+        room.send_msg(1, {"type": "join", "room": name})
+    room.take(1)
+    listed, after = [], None
+    for _ in range(50):
+        room.send_msg(1, {"type": "rooms", **({"after": after} if after else {})})
+        page = _frames_fit(room.take(1))
+        assert len(page) == 1
+        listed += [r["name"] for r in page[0]["rooms"]]
+        if not page[0].get("more"):
+            break
+        after = listed[-1]
+    assert listed == sorted(names + ["lobby"], key=str.casefold)
+
+
+def test_lists_of_names_fit_too():
+    room = Driver(Limits(rate_limit=0, max_clients=0, max_per_address=0, accept_rate=0, large_room=0))
+    for cid in range(1, 800):
+        room.register(cid, f"{cid:04d}" + "漢" * 28)  # ~90 bytes of JSON each: 800 pass 65,536
+    room.take(1)
+    room.send_msg(1, {"type": "who"})
+    users = _frames_fit(room.take(1))[0]
+    assert users["count"] == 799 and len(users["users"]) < 799
+    room.send_msg(1, {"type": "who", "room": "lobby"})
+    assert _frames_fit(room.take(1))[0]["count"] == 799
+    room.connect(800)
+    room.send_msg(800, {"type": "hello", "name": "last"})
+    welcome = _frames_fit(room.take(800))[0]
+    assert welcome["type"] == "welcome" and welcome["count"] == 800 and len(welcome["users"]) < 800
+    room.send_msg(800, {"type": "join", "room": "lobby"})  # already in it: the confirmation lists members
+    assert _frames_fit(room.take(800))[0]["count"] == 800

@@ -164,11 +164,39 @@ def test_rooms_in_lines_mode(server, clients, transcript):
         nc.send_line("/who games")
         assert nc.recv_line() == "* In games: ada, carol"
         nc.send_line("/leave")
-        assert nc.recv_line() == "* carol left games (left)"
+        assert nc.recv_line() == "* carol left games"  # words, not "(left)"
         nc.send_line("lobby again")
         ada.wait_frame(lambda m: m.get("text") == "lobby again" and m["room"] == "lobby", "carol in the lobby")
         nc.send_line("/help")
         assert "/join ROOM" in nc.recv_line()
+
+
+def test_nobody_can_leave_their_last_room(server, clients, transcript):
+    with nc_client(server.address, "carol", transcript) as nc:
+        nc.send_line("/leave")
+        refusal = nc.recv_line()
+        assert refusal.startswith("! you are only in lobby: leaving it would leave you in no room"), refusal
+        assert refusal.endswith("(last_room)")
+        ada = clients("ada")
+        nc.send_line("still here")  # still in the lobby: the line is heard, not refused
+        ada.wait_frame(lambda m: m.get("text") == "still here" and m["room"] == "lobby", "carol in the lobby")
+    bob = clients("bob")
+    bob.send_frame({"type": "leave"})
+    assert bob.wait_frame(lambda m: m["type"] == "error", "the refusal")[-1]["code"] == "last_room"
+
+
+def test_a_person_in_nc_is_told_plainly_that_files_need_chatlab_chat(server, clients, transcript):
+    from chatlab.client import ChatClient
+
+    with nc_client(server.address, "carol", transcript) as nc, ChatClient(*server.address, name="ada") as ada:
+        ada.send_file(b"notes", "notes.txt", to="carol")
+        offer = nc.recv_line()
+        while "offers the file" not in offer and offer.startswith("* "):  # ("* ada joined" first)
+            offer = nc.recv_line()
+        assert "offers the file notes.txt" in offer and "join with 'chatlab chat' (nc cannot)" in offer, offer
+        nc.send_line("/accept f1")
+        answer = nc.recv_line()
+        assert "/accept needs a chatlab client" in answer and "unknown command" not in answer, answer
 
 
 # ---------------------------------------------------------------- history
@@ -207,7 +235,7 @@ def test_history_in_lines_mode(server, clients, transcript):
     ada.send_frame({"type": "say", "text": "remember me"})
     ada.sync()
     with nc_client(server.address, "carol", transcript) as nc:
-        assert nc.recv_line() == "--- history of lobby: 1 messages ---"
+        assert nc.recv_line() == "--- history of lobby: 1 message ---"
         assert nc.recv_line().endswith("<ada> remember me")
         assert nc.recv_line() == "--- end of history ---"
         nc.send_line("/history 5")
@@ -328,7 +356,9 @@ def test_only_the_recipients_may_fetch_a_file(clients):
     ada.sync()
     ada.send_frame({"type": "file_offer", "name": "x", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(),
                     "to": "bob"})
-    file_id = ada.wait_frame(lambda m: m["type"] == "file_sent", "file_sent")[-1]["file"]
+    file_id = ada.wait_frame(lambda m: m["type"] == "file_upload", "file_upload")[-1]["file"]
+    ada.send_frame({"type": "file_chunk", "file": file_id, "seq": 0, "data": ""})  # an empty file: one empty chunk
+    ada.wait_frame(lambda m: m["type"] == "file_sent", "file_sent")
     eve.send_frame({"type": "file_accept", "file": file_id})
     eve.expect("error", code="unknown_file")
 

@@ -295,7 +295,8 @@ def test_pick_a_server_exercise_that_hangs_falls_back(course, capsys):
                 self.sock.close()
     """)
     assert lab.pick("exercises", "ex06_names", "ChatServer") is ThreadedServer
-    assert "sent no banner" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "sent no banner" in said.err and "NOT from your code" in said.err  # broken code is said loudly
 
 
 def test_pick_without_any_course_folder_still_works(course, capsys, monkeypatch):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+import subprocess
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
+
+import pytest
 
 try:
     import tomllib
@@ -17,14 +21,19 @@ def package_name(requirement: str) -> str:
     return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+# conda-forge names a few packages differently from PyPI ("redis" there is the server itself).
+CONDA_TO_PYPI = {"redis-py": "redis"}
+
+
 def conda_packages() -> set[str]:
-    """Top-level conda dependencies of environment.yml (not python, pip or the pip: list)."""
+    """Top-level conda dependencies of environment.yml (not python, pip or the pip: list), by their PyPI names."""
     names, in_deps = set(), False
     for line in (ROOT / "environment.yml").read_text().splitlines():
         if line.startswith("dependencies:"):
             in_deps = True
         elif in_deps and re.match(r"^  - [\w.-]", line) and not line.strip().endswith(":"):
-            names.add(package_name(line.strip()[2:]))
+            name = package_name(line.strip()[2:])
+            names.add(CONDA_TO_PYPI.get(name, name))
         elif in_deps and line and not line.startswith(" "):
             in_deps = False
     return names - {"python", "pip"}
@@ -53,3 +62,27 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"^(python3 tasks\.py \w+)$", quick_start, re.MULTILINE)
     assert commands == ["python3 tasks.py lab", "python3 tasks.py test"]
     assert "python3 tasks.py test" in ci.splitlines()
+
+
+def test_the_files_the_package_reads_are_declared_as_package_data():
+    """A non-editable install (``pip install .``) carries the modules, and only the other files named in
+    [tool.setuptools.package-data]: exercise 10's captures, say, which ``chatlab check 10`` reads."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "chatlab"], cwd=ROOT, capture_output=True, text=True,
+                                check=True, timeout=30).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: no list of the package's files")
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"].get("package-data", {})
+    missing = []
+    for name in listed:
+        path = PurePosixPath(name)
+        if path.suffix == ".py":
+            continue
+        # A pattern is relative to its package's folder ("*" or "": any package's), and may reach into
+        # sub-folders ("static/*").
+        folders = {package: path.parent if package in ("", "*") else PurePosixPath(*package.split("."))
+                   for package in declared}
+        if not any(path.is_relative_to(folders[package]) and fnmatch(str(path.relative_to(folders[package])), pattern)
+                   for package, patterns in declared.items() for pattern in patterns):
+            missing.append(name)
+    assert not missing, f"add these to [tool.setuptools.package-data] in pyproject.toml: {missing}"

@@ -228,11 +228,15 @@ def run_checks(folder: Path, checks: list[Check], jobs: int | None = None, timeo
                on_result: Callable[[Result], None] | None = None) -> list[Result]:
     """Run ``checks`` against ``folder``, ``jobs`` at a time; results in the order of ``checks``."""
     jobs = max(1, jobs or min(4, os.cpu_count() or 1))
-    broken = {p.file: p for p in syntax_problems(folder, sorted({c.exercise for c in checks}))}
+    numbers = sorted({c.exercise for c in checks})
+    broken = {p.file: p for p in syntax_problems(folder, numbers)}
+    # Worked out here, before the threads: ast.parse is not safe to run in several threads at once on
+    # some Python versions (CPython 3.11.7: "AST constructor recursion depth mismatch", gh-106905).
+    required = {n: needs(folder, n) for n in numbers}
     results: list[Result] = []
 
     def run_or_skip(check: Check) -> Result:
-        problem = next((broken[f] for f in needs(folder, check.exercise) if f in broken), None)
+        problem = next((broken[f] for f in required[check.exercise] if f in broken), None)
         if problem is None:
             return run_check(folder, check, timeout)
         return Result(check.exercise, check.id, check.name, 0, check.points, False, "skipped",

@@ -4,6 +4,7 @@ Each dialect is one sans-IO module (``base.py`` says what a dialect is):
 
 * ``frames`` -- length-prefixed JSON frames, the dialect of programs;
 * ``lines`` -- lines of text, for a person at ``nc`` or ``telnet``;
+* ``irc`` -- IRC (RFC 1459/2812), for real IRC clients on a port of their own;
 * ``detect`` -- the main port's greeter: the banner, then frames or lines
   chosen by the client's first byte;
 * ``web`` -- the web port: HTTP/1.1 for the chat page (h11), upgraded to
@@ -22,6 +23,7 @@ from __future__ import annotations
 from .base import Dialect, Framed, Message, Reply, Unit
 from .detect import MainPort
 from .frames import FramesDialect
+from .irc import IrcDialect
 from .lines import LinesDialect
 
 #: Dialects by name: what a listener's connections may start in.
@@ -29,6 +31,7 @@ DIALECTS: dict[str, type[Dialect]] = {
     MainPort.name: MainPort,  # "detecting": the main port
     FramesDialect.name: FramesDialect,
     LinesDialect.name: LinesDialect,
+    IrcDialect.name: IrcDialect,  # chatlab serve --irc-port
 }
 
 
@@ -38,5 +41,6 @@ def register(dialect: type[Dialect]) -> type[Dialect]:
     return dialect
 
 
-__all__ = ["DIALECTS", "Dialect", "Framed", "FramesDialect", "LinesDialect", "MainPort", "Message", "Reply", "Unit",
+__all__ = ["DIALECTS", "Dialect", "Framed", "FramesDialect", "IrcDialect", "LinesDialect", "MainPort", "Message", "Reply",
+           "Unit",
            "register"]

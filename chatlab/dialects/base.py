@@ -23,7 +23,19 @@ rate limit on every message, good or bad) between them:
    framing.  A unit may also be a ``Reply``: bytes the dialect answers by
    itself, without the chat (a web page, an IRC capability list).
 2. ``parse(unit)`` turns one unit into a client message (or None: nothing
-   to do), raising ``ProtocolError`` for one that is refused.
+   to do), raising ``ProtocolError`` for one that is refused.  It may also
+   return a ``Reply``, when what to answer depends on what the units before
+   it did: ``feed`` has cut a whole packet into units before the first is
+   handled, so only ``parse`` knows, say, whether an IRC client has
+   registered by the time its ``JOIN`` comes.
+
+The core handles one connection's units one at a time, and answers each
+while handling it: every message it sends a client in answer to a unit is
+encoded (``encode``) after that unit's ``parse`` and before the next one's
+-- even when a slow check runs in between (a password), since the units
+after it wait.  So a dialect may remember what was last parsed to know
+what an answer answers (IRC shows the core's list of users as a WHO reply
+or a WHOIS reply, depending on which was asked).
 
 After ``feed``, ``upgraded`` may name the dialect that takes over the
 connection from now on: the main port starts with a dialect that only waits
@@ -103,8 +115,9 @@ class Dialect:
         """The units ``data`` completes (may raise FramingError, carrying the units before the problem)."""
         raise NotImplementedError
 
-    def parse(self, unit: bytes) -> Message | None:
-        """One unit as a client message; None if there is nothing to do (may raise ProtocolError)."""
+    def parse(self, unit: bytes) -> Message | Reply | None:
+        """One unit as a client message, or a Reply the dialect gives itself; None if there is nothing to do
+        (may raise ProtocolError)."""
         raise NotImplementedError
 
     def encode(self, msg: Message) -> bytes:

@@ -63,6 +63,9 @@ class LinesDialect(Framed):
         return (render_line(msg) + "\n").encode("utf-8")
 
 
+FILE_COMMANDS = ("/accept", "/decline", "/send")  # chatlab chat's; a file cannot travel as lines
+
+
 def parse_line(line: bytes, registered: bool) -> Message | None:
     """Turn one typed line into the message a frames client would have sent.
 
@@ -85,6 +88,8 @@ def parse_line(line: bytes, registered: bool) -> Message | None:
         return {"type": "say", "text": text}
     command, _, rest = text.partition(" ")
     command, rest = command.lower(), rest.strip()
+    if command == "/rooms" and rest:
+        return {"type": "rooms", "after": rest}  # the next page of a long listing
     if command in ("/quit", "/rooms", "/ping", "/help"):
         return {"type": {"/quit": "bye"}.get(command, command[1:])}
     if command == "/who":
@@ -97,11 +102,15 @@ def parse_line(line: bytes, registered: bool) -> Message | None:
         to, words = rest.split(" ", 1)
         return {"type": "dm", "to": to, "text": words}
     if command == "/history":
-        if rest and not rest.isdigit():
+        # isdecimal, not isdigit: "²" is a digit that int() refuses.
+        if rest and not rest.isdecimal():
             raise ProtocolError(BAD_FRAME, "usage: /history [N]")
         return {"type": "history", "limit": int(rest)} if rest else {"type": "history"}
     if command in ("/join", "/msg"):
         raise ProtocolError(BAD_FRAME, f"usage: {command} {'ROOM' if command == '/join' else 'NAME TEXT'}")
+    if command in FILE_COMMANDS:  # a frames client's commands: say so, rather than "unknown"
+        raise ProtocolError(UNKNOWN_TYPE, f"{command} needs a chatlab client: files travel only to and from "
+                            "'chatlab chat', which can send and accept them (nc cannot)")
     raise ProtocolError(UNKNOWN_TYPE, f"unknown command {command[:40]}; try /help")
 
 
@@ -109,6 +118,12 @@ def _in_room(msg: Message) -> str:
     """" in ROOM" for rooms other than the lobby, where most chat happens."""
     room = msg.get("room")
     return f" {room}" if room and room != "lobby" else ""
+
+
+def _listed(msg: Message, field: str) -> str:
+    """Names, and how many more there are when the server cut the list to fit ("count")."""
+    more = msg.get("count", 0) - len(msg[field])
+    return ", ".join(msg[field]) + (f" and {more:,} more" if more > 0 else "")
 
 
 def _clock(ts: float) -> str:
@@ -130,9 +145,11 @@ def render_line(msg: dict[str, Any]) -> str:
         return f"{prefix}<{msg['from']}> {msg['text']}"
     if kind == "joined":
         if "members" in msg:  # the joiner's own confirmation
-            return f"* You are in {msg['room']}: {', '.join(msg['members'])}"
+            return f"* You are in {msg['room']}: {_listed(msg, 'members')}"
         return f"* {msg['name']} joined{_in_room(msg)}"
     if kind == "left":
+        if msg["reason"] == "left":  # left the room by choice: the words say it all
+            return f"* {msg['name']} left{_in_room(msg) or ' the lobby'}"
         return f"* {msg['name']} left{_in_room(msg)} ({msg['reason']})"
     if kind == "welcome":
         more = msg.get("count", 0) - len(msg["users"])  # a large lobby lists only those announced
@@ -143,25 +160,30 @@ def render_line(msg: dict[str, Any]) -> str:
         )
     if kind == "users":
         where = f"In {msg['room']}" if msg.get("room") else "Online"
-        return f"* {where}: {', '.join(msg['users'])}"
+        return f"* {where}: {_listed(msg, 'users')}"
     if kind == "rooms":
-        listing = ", ".join(f"{r['name']} ({len(r['members'])})" for r in msg["rooms"])
-        return f"* Rooms: {listing}"
+        listing = ", ".join(f"{r['name']} ({r.get('count', len(r['members']))})" for r in msg["rooms"])
+        more = f"; more: /rooms {msg['rooms'][-1]['name']}" if msg.get("more") and msg["rooms"] else ""
+        return f"* Rooms: {listing}{more}"
     if kind == "history":
-        lines = [f"--- history of {msg['room']}: {len(msg['messages'])} messages ---"]
+        count = len(msg["messages"])
+        lines = [f"--- history of {msg['room']}: {count} message{'' if count == 1 else 's'} ---"]
         lines += [f"[{_clock(m['ts'])}] <{m['from']}> {m['text']}" for m in msg["messages"]]
-        return "\n".join(lines + ["--- end of history ---"])
+        end = "--- end of history (there is more than one answer holds) ---" if msg.get("more") else "--- end of history ---"
+        return "\n".join(lines + [end])
     if kind == "help":
         return f"* {msg['text']}"
     if kind == "file_offer":
         return (f"* {msg['from']} offers the file {msg['name']} ({msg['size']:,} bytes, id {msg['file']});"
-                " a chatlab client can /accept it")
+                " files travel only to a chatlab client: to take it, join with 'chatlab chat' (nc cannot)")
     if kind == "pong":
         return "* pong"
     if kind == "error":
         return f"! {msg['message']} ({msg['code']})"
     if kind == "closing":
         return f"* Server closing the connection: {msg['message']}"
+    if kind == "notice":
+        return f"* {msg['message']}"
     return f"* {json.dumps(msg, ensure_ascii=False)}"
 
 
@@ -187,6 +209,8 @@ def line_for(msg: Message) -> str:
         return "/" + text if text.startswith("/") else text
     if kind == "dm":
         return f"/msg {msg['to']} {msg['text']}"
+    if kind in ("join", "who", "leave", "rooms") and (msg.get("room") or msg.get("after")):
+        return f"/{kind} {msg.get('room') or msg.get('after')}"
     if kind in ("join", "who", "leave"):
         return f"/{kind} {msg['room']}" if msg.get("room") else f"/{kind}"
     if kind == "history":
@@ -212,6 +236,8 @@ def parse_rendered(line: str) -> Message:
         return {"type": "joined", "name": m[1], **({"room": m[2]} if m[2] else {})}
     if m := re.fullmatch(r"\* (\S+) left(?: (\S+))? \(([^)]*)\)", line):
         return {"type": "left", "name": m[1], "reason": m[3], **({"room": m[2]} if m[2] else {})}
+    if m := re.fullmatch(r"\* (\S+) left (the lobby|\S+)", line):  # left by choice (reason "left")
+        return {"type": "left", "name": m[1], "reason": "left", **({"room": m[2]} if m[2] != "the lobby" else {})}
     if m := re.match(r"\* Welcome, ([^!]+)!", line):
         return {"type": "welcome", "name": m[1]}
     if m := re.fullmatch(r"\* Online: (.*)", line):

@@ -85,11 +85,14 @@ RSH_K = 0x74  # A >>= k
 JEQ_K, JSET_K = 0x15, 0x45  # jump if A == k; jump if A & k
 RET_K = 0x06  # keep k bytes (0: drop)
 
+Instruction = tuple[int, int, int, int]  # (code, jump-if-true, jump-if-false, k): as the kernel reads it
+Step = tuple[int, int, str | None, str | None]  # (code, k, label if true, label if false): before assembly
 
-def bpf_port_filter(port: int, linktype: int = LINKTYPE_ETHERNET, snaplen: int = SNAPLEN) -> list[tuple]:
+
+def bpf_port_filter(port: int, linktype: int = LINKTYPE_ETHERNET, snaplen: int = SNAPLEN) -> list[Instruction]:
     """A program keeping IPv4 and IPv6 TCP or UDP packets from or to ``port``: ``[(code, jt, jf, k), ...]``."""
     link = 14 if linktype == LINKTYPE_ETHERNET else 0  # where the IP header starts
-    program: list[tuple] = []  # (code, k, label if true, label if false); labels resolved below
+    program: list[Step | str] = []  # steps, and the labels (strings) they jump to; resolved below
     emit = lambda code, k=0, yes=None, no=None: program.append((code, k, yes, no))
     if link:
         emit(LD_H_ABS, 12)  # the EtherType
@@ -128,10 +131,11 @@ def bpf_port_filter(port: int, linktype: int = LINKTYPE_ETHERNET, snaplen: int =
     return _assemble(program)
 
 
-def _assemble(program: list) -> list[tuple]:
+def _assemble(program: list[Step | str]) -> list[Instruction]:
     """Turn labels into jump distances: a jump counts the instructions it skips (None: the next one)."""
     where: dict[str, int] = {}
-    index, instructions = 0, []
+    instructions: list[Step] = []
+    index = 0
     for item in program:
         if isinstance(item, str):
             where[item] = index
@@ -146,7 +150,7 @@ def _assemble(program: list) -> list[tuple]:
     return out
 
 
-def attach_filter(sock: socket.socket, program: list[tuple]) -> None:
+def attach_filter(sock: socket.socket, program: list[Instruction]) -> None:
     """Hand the program to the kernel (it checks it, and runs it on every packet from now on)."""
     code = b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
     buffer = ctypes.create_string_buffer(code)

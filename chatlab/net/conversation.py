@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..framing import FrameDecoder, FramingError, LineDecoder
-from .packets import Packet, parse
+from .packets import TCP, IPv4, IPv6, Packet, parse
 from .pcap import LINKTYPE_RAW
 
 #: A pure ACK sent this long after the data it acknowledges (beyond the round trip from the capture
@@ -60,7 +60,8 @@ CLIENT, SERVER = 0, 1  # a segment's direction: sent by the client (the end that
 class Segment:
     """One TCP segment of a conversation, as numbers relative to the connection's start."""
 
-    packet: Packet
+    packet: Packet  # as captured
+    tcp: TCP = field(repr=False)  # its TCP header: packet.tcp, known to be there
     t: float  # seconds since the conversation's first segment (at the capture point)
     direction: int  # CLIENT (client to server) or SERVER (back)
     flags: str  # "SYN, ACK"
@@ -301,39 +302,39 @@ def conversations(packets: Iterable[Packet], lost: Iterable[Any] = ()) -> list[C
     # copy lost rather than add the drop a second time.  The TCP bytes are the same (a router changes
     # only the IP header: its TTL and checksum); the copy is the last one captured before the drop.
     marked: set[int] = set()
-    extra = []
+    extra: list[Packet] = []
     for drop in dropped:
-        key = _same_segment(drop)
-        copies = [i for i, p in enumerate(packets) if i not in marked and p.ts <= drop.ts and _same_segment(p) == key]
-        if key is not None and copies:
+        same = _same_segment(drop)
+        copies = [i for i, p in enumerate(packets) if i not in marked and p.ts <= drop.ts and _same_segment(p) == same]
+        if same is not None and copies:
             marked.add(copies[-1])
         else:
             extra.append(drop)
     everything = sorted([(p, i in marked) for i, p in enumerate(packets)] + [(p, True) for p in extra],
                         key=lambda item: item[0].ts)
     found: list[Conversation] = []
-    current: dict[frozenset, _Reader] = {}
+    current: dict[frozenset[tuple[str, int]], _Reader] = {}  # by the two ends, in either order
     readers: list[_Reader] = []
     for packet, was_lost in everything:  # first pass: each segment's numbers and what it means
-        tcp = packet.tcp
-        if tcp is None or packet.ip is None:
-            continue
-        a, b = (packet.ip.src, tcp.src_port), (packet.ip.dst, tcp.dst_port)
-        key = frozenset((a, b))
-        reader = current.get(key)
+        ip, tcp = packet.ip, packet.tcp
+        if ip is None or tcp is None:
+            continue  # not TCP
+        a, b = (ip.src, tcp.src_port), (ip.dst, tcp.dst_port)
+        ends = frozenset((a, b))
+        reader = current.get(ends)
         fresh_syn = tcp.syn and not tcp.has_ack
         if reader is None or (fresh_syn and reader.is_new_connection(tcp.seq)):
-            reader = current[key] = _Reader(a if fresh_syn or tcp.dst_port < tcp.src_port else b,
-                                            b if fresh_syn or tcp.dst_port < tcp.src_port else a, packet.ts)
+            reader = current[ends] = _Reader(a if fresh_syn or tcp.dst_port < tcp.src_port else b,
+                                             b if fresh_syn or tcp.dst_port < tcp.src_port else a, packet.ts)
             found.append(reader.conv)
             readers.append(reader)
-        reader.add(packet, was_lost)
+        reader.add(packet, ip, tcp, was_lost)
     for reader in readers:  # second pass: the bytes that arrived, put in order and cut into messages
         reader.decode()
     return found
 
 
-def _same_segment(packet: Packet) -> tuple | None:
+def _same_segment(packet: Packet) -> tuple[object, ...] | None:
     """What identifies one TCP segment whatever router it crossed: ends, numbers, flags, options, payload."""
     tcp = packet.tcp
     if tcp is None or packet.ip is None:
@@ -371,33 +372,35 @@ class _Reader:
         """A SYN on the same four numbers: a new connection if the old ended or the ISN differs."""
         return self.ended or (self.conv.isn[CLIENT] is not None and seq != self.conv.isn[CLIENT])
 
-    def add(self, packet: Packet, lost: bool) -> None:
-        conv, tcp = self.conv, packet.tcp
-        d = CLIENT if (packet.ip.src, tcp.src_port) == conv.client else SERVER
+    def add(self, packet: Packet, ip: IPv4 | IPv6, tcp: TCP, lost: bool) -> None:
+        """One more segment: ``packet``, with its IP and TCP headers."""
+        conv = self.conv
+        d = CLIENT if (ip.src, tcp.src_port) == conv.client else SERVER
         other = 1 - d
-        if conv.isn[d] is None:  # no SYN seen: count from the first segment (as Wireshark does)
-            conv.isn[d] = tcp.seq if tcp.syn else tcp.seq - 1
-        seq = (tcp.seq - conv.isn[d]) % 2**32  # sequence numbers wrap around at 2^32
-        ack = (tcp.ack - conv.isn[other]) % 2**32 if tcp.has_ack and conv.isn[other] is not None else None
-        if tcp.has_ack and conv.isn[other] is None:
-            ack = None
+        isn, other_isn = conv.isn[d], conv.isn[other]
+        if isn is None:  # no SYN seen: count from the first segment (as Wireshark does)
+            isn = conv.isn[d] = tcp.seq if tcp.syn else tcp.seq - 1
+        seq = (tcp.seq - isn) % 2**32  # sequence numbers wrap around at 2^32
+        ack = (tcp.ack - other_isn) % 2**32 if tcp.has_ack and other_isn is not None else None
         if tcp.syn:
             self.scale[d] = tcp.options.window_scale
             self.syn_time[d] = packet.ts
-        both_scale = None not in self.scale
-        window = tcp.window if tcp.syn or not both_scale else tcp.window << self.scale[d]
+        # The window field is scaled only once both ends announced a scale in their SYNs, and never in a SYN.
+        scale, other_scale = self.scale[d], self.scale[other]
+        window = tcp.window if tcp.syn or scale is None or other_scale is None else tcp.window << scale
         # The payload's length from the headers, not from what was captured: a capture may keep only the
         # first bytes of each packet (a snap length), and the segment was as long as IP says all the same.
-        length = max(len(tcp.payload), packet.ip.total_length - packet.ip.header_length - tcp.header_length)
-        s = Segment(packet, packet.ts - conv.start, d, tcp.flag_names, seq, ack, length, window, lost=lost)
-        self._sequence_notes(s, tcp)
+        length = max(len(tcp.payload), ip.total_length - ip.header_length - tcp.header_length)
+        s = Segment(packet, tcp, packet.ts - conv.start, d, tcp.flag_names, seq, ack, length, window, lost=lost)
+        self._sequence_notes(s)
         self._ack_notes(s, packet.ts)
         if lost:
             s.notes.append("lost")
-        if tcp.syn and d == SERVER and self.syn_time[CLIENT] is not None:
-            conv.rtt_to[SERVER] = packet.ts - self.syn_time[CLIENT]
-        if d == CLIENT and not tcp.syn and ack == 1 and self.syn_time[SERVER] is not None and not conv.rtt_to[CLIENT]:
-            conv.rtt_to[CLIENT] = packet.ts - self.syn_time[SERVER]
+        client_syn, server_syn = self.syn_time
+        if tcp.syn and d == SERVER and client_syn is not None:
+            conv.rtt_to[SERVER] = packet.ts - client_syn
+        if d == CLIENT and not tcp.syn and ack == 1 and server_syn is not None and not conv.rtt_to[CLIENT]:
+            conv.rtt_to[CLIENT] = packet.ts - server_syn
         conv.segments.append(s)
         self.ended = conv.closed == "FIN both ways" or conv.closed.startswith("RST")
 
@@ -412,7 +415,7 @@ class _Reader:
         for s in conv.segments:
             if not s.length or s.lost or s.presumed_lost:
                 continue
-            payload, stream = s.packet.tcp.payload, self.streams[s.direction]
+            payload, stream = s.tcp.payload, self.streams[s.direction]
             if len(payload) < s.length:  # cut short by the capture: the bytes are not there to read
                 if not stream.broken:
                     stream.broken = "payload not captured"
@@ -425,7 +428,7 @@ class _Reader:
             if not s.messages and s.retransmission:
                 s.messages, s.again = self.streams[s.direction].carried(s.seq, s.end), True
 
-    def _sequence_notes(self, s: Segment, tcp) -> None:
+    def _sequence_notes(self, s: Segment) -> None:
         """Retransmission, out of order, or a gap: compare its range with what this direction sent before."""
         d, uses = s.direction, s.end - s.seq
         if not uses:
@@ -472,14 +475,15 @@ class _Reader:
         if s.ack is None or s.lost:
             return
         isn = self.conv.isn[other]
-        if s.packet.tcp.options.sack and isn is not None:
-            s.sack = tuple(((left - isn) % 2**32, (right - isn) % 2**32) for left, right in s.packet.tcp.options.sack)
+        if s.tcp.options.sack and isn is not None:
+            s.sack = tuple(((left - isn) % 2**32, (right - isn) % 2**32) for left, right in s.tcp.options.sack)
             s.notes.append("SACK " + " ".join(f"{left}-{right}" for left, right in s.sack))
+        last = self.last_ack[d]
         if s.is_pure_ack:
             outstanding = self.highest[other] > s.ack
-            if self.last_ack[d] and self.last_ack[d][0] == s.ack and self.last_ack[d][1] != s.window:
+            if last and last[0] == s.ack and last[1] != s.window:
                 s.notes.append("window update")
-            elif self.last_ack[d] == (s.ack, s.window) and outstanding:
+            elif last == (s.ack, s.window) and outstanding:
                 self.dup_acks[d] += 1
                 s.duplicate_ack = self.dup_acks[d]
                 s.notes.append(f"duplicate ACK #{s.duplicate_ack}")
@@ -494,7 +498,7 @@ class _Reader:
                     if waited > DELAYED_ACK:
                         s.delayed_ack = waited
                         s.notes.append(f"delayed ACK ({waited * 1000:.0f} ms)")
-        elif s.ack != (self.last_ack[d] or (None,))[0]:
+        elif s.ack != (last[0] if last else None):
             self.dup_acks[d] = 0
         if s.window == 0 and "RST" not in s.flags:
             s.notes.append("zero window")

@@ -81,6 +81,7 @@ def sequence_diagram(conv: Conversation, title: str = "", on: str = "", start: i
     else:
         fig = ax.figure
     # Where each arrow starts and ends, in rows (one row: the height of one label).
+    spans: list[tuple[float, float]]
     if spacing == "rows":
         slant = 0.45  # how far down an arrow travels: a segment takes time to cross the network
         spans = [(i, i + slant) for i in range(rows)]
@@ -162,5 +163,5 @@ def sequence_diagram(conv: Conversation, title: str = "", on: str = "", start: i
     shown = f"segments {start}-{start + rows - 1} of {len(conv.segments)}" if rows < len(conv.segments) else \
         f"{rows} segments"
     heading = title or f"TCP conversation {conv.name}"
-    where = ", ".join(filter(None, [on, f"{conv.mode} mode, {shown}"]))
-    return titled(fig, heading, where)
+    subtitle = ", ".join(filter(None, [on, f"{conv.mode} mode, {shown}"]))
+    return titled(fig, heading, subtitle)

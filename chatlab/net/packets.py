@@ -18,11 +18,13 @@ long it is, or what comes next: IPv4's *protocol* and IPv6's *next header*
 0x86DD IPv6), so a parser never guesses.
 
 ``parse(data, linktype)`` does it all for one captured packet and returns a
-``Packet``; ``read_packets("chat.pcap")`` for every packet of a capture.  The
-``parse_*`` functions each take one layer's bytes and return its header and
-what follows, the way a network stack would.  What this parser does not
-handle (IP fragments after the first, IPv4 options' meaning, TCP's
-checksum offloaded on loopback), it leaves visible and says so.
+``Packet``; ``read_packets("chat.pcap")`` for every packet of a capture;
+``tcp_packets(packets)`` keeps those that carry TCP (their ``.ip`` and
+``.tcp`` never None).  The ``parse_*`` functions each take one layer's bytes
+and return its header and what follows, the way a network stack would.
+What this parser does not handle (IP fragments after the first, IPv4
+options' meaning, TCP's checksum offloaded on loopback), it leaves visible
+and says so.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import ipaddress
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator, NamedTuple
 
 from .pcap import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, PcapReader
 
@@ -267,7 +269,12 @@ class TCPOptions:
 
 def parse_tcp_options(raw: bytes) -> TCPOptions:
     """Options are kind, length, value -- except the one-byte END and NOP (padding to 32 bits)."""
-    found: dict[str, object] = {"sack": (), "unknown": ()}
+    mss: int | None = None
+    window_scale: int | None = None
+    sack_permitted = False
+    sack: tuple[tuple[int, int], ...] = ()
+    timestamps: tuple[int, int] | None = None
+    unknown: list[int] = []
     i = 0
     while i < len(raw):
         kind = raw[i]
@@ -281,20 +288,20 @@ def parse_tcp_options(raw: bytes) -> TCPOptions:
         length = raw[i + 1]
         value = raw[i + 2:i + length]
         if kind == OPT_MSS and length == 4:
-            found["mss"] = struct.unpack("!H", value)[0]
+            (mss,) = struct.unpack("!H", value)
         elif kind == OPT_WSCALE and length == 3:
-            found["window_scale"] = value[0]
+            window_scale = value[0]
         elif kind == OPT_SACK_PERMITTED and length == 2:
-            found["sack_permitted"] = True
+            sack_permitted = True
         elif kind == OPT_SACK and (length - 2) % 8 == 0:
             edges = struct.unpack(f"!{(length - 2) // 4}I", value)
-            found["sack"] = tuple(zip(edges[::2], edges[1::2]))
+            sack = tuple(zip(edges[::2], edges[1::2]))
         elif kind == OPT_TIMESTAMPS and length == 10:
-            found["timestamps"] = struct.unpack("!II", value)
+            timestamps = struct.unpack("!II", value)
         else:
-            found["unknown"] += (kind,)  # type: ignore[operator]
+            unknown.append(kind)
         i += length
-    return TCPOptions(**found)  # type: ignore[arg-type]
+    return TCPOptions(mss, window_scale, sack_permitted, sack, timestamps, tuple(unknown))
 
 
 @dataclass(frozen=True)
@@ -441,8 +448,9 @@ class Packet:
             kind = f"EtherType 0x{self.link.ethertype:04x}" if self.link else "not IP"
             return f"{kind} {self.length} B {self.error}".strip()
         tcp, udp, icmp = self.tcp, self.udp, self.icmp
-        ends = (f"{_host(self.ip.src)}:{self.transport.src_port} > {_host(self.ip.dst)}:{self.transport.dst_port}"
-                if tcp or udp else f"{self.ip.src} > {self.ip.dst}")
+        ported = tcp or udp  # the transports that name ports
+        ends = (f"{_host(self.ip.src)}:{ported.src_port} > {_host(self.ip.dst)}:{ported.dst_port}"
+                if ported else f"{self.ip.src} > {self.ip.dst}")
         if tcp:
             text = (f"{ends} TCP [{tcp.flag_names}] seq={tcp.seq} ack={tcp.ack} win={tcp.window} "
                     f"len={len(tcp.payload)} {tcp.options.describe()}")
@@ -510,6 +518,23 @@ def iter_packets(path_or_file: str | os.PathLike | BinaryIO) -> Iterator[Packet]
             yield parse(data, reader.linktype, ts, orig_len)
 
 
+class TCPPacket(NamedTuple):
+    """A packet known to carry TCP: its ``ip`` and ``tcp`` headers, as on the ``Packet``, but never None."""
+
+    packet: Packet
+    ip: IPv4 | IPv6
+    tcp: TCP
+
+
+def tcp_packets(packets: Iterable[Packet]) -> list[TCPPacket]:
+    """The packets that carry a TCP segment, in order: ``for p in tcp_packets(packets): p.tcp.seq``.
+
+    Left out: ARP, UDP, ICMP, an IP fragment after the first (the TCP header
+    is in the first), and a packet cut short before its TCP header ended.
+    """
+    return [TCPPacket(p, p.ip, p.tcp) for p in packets if p.ip is not None and p.tcp is not None]
+
+
 # ============================================================== checksums
 
 
@@ -526,7 +551,7 @@ def transport_checksum_ok(packet: Packet) -> bool | None:
     ip, transport = packet.ip, packet.transport
     if ip is None or not isinstance(transport, (TCP, UDP)) or packet.length != len(packet.raw):
         return None
-    segment = _transport_bytes(packet)
+    segment = _transport_bytes(packet, ip)
     if isinstance(ip, IPv4):
         pseudo = struct.pack("!4s4sBBH", ipaddress.IPv4Address(ip.src).packed, ipaddress.IPv4Address(ip.dst).packed,
                              0, ip.protocol, len(segment))
@@ -538,8 +563,7 @@ def transport_checksum_ok(packet: Packet) -> bool | None:
     return internet_checksum(pseudo + segment) == 0
 
 
-def _transport_bytes(packet: Packet) -> bytes:
-    """The TCP or UDP header and payload, exactly as captured (options included)."""
-    ip = packet.ip
+def _transport_bytes(packet: Packet, ip: IPv4 | IPv6) -> bytes:
+    """The TCP or UDP header and payload, exactly as captured (options included); ``ip`` is the packet's."""
     start = (packet.link.header_length if packet.link else 0) + ip.header_length
     return packet.raw[start:start + ip.total_length - ip.header_length]

@@ -39,9 +39,9 @@ import logging
 import socket
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
-from ..effects import ClientId, Work
+from ..effects import ClientId, Effect, Work
 from ..transport import Transport
 from .base import Listener
 from .shell import ACCEPT_BATCH, ACCEPT_PAUSE, LINGER, RECV_SIZE, TICK, Channel, Shell, Workers, accept_error
@@ -115,6 +115,13 @@ class AsyncioServer(Shell):
 
     def run_work(self, work: Work) -> None:
         self._workers.submit(work)
+
+    def post(self, event: Callable[[float], list[Effect]]) -> None:
+        # The loop is not thread-safe: it is asked to run the event itself.
+        try:
+            self._loop.call_soon_threadsafe(self.run_posted, event)
+        except RuntimeError:
+            pass  # the loop has ended
 
     def _work_done(self, work: Work, result: Any) -> None:
         # On the worker's thread: the loop is not thread-safe, so it is asked

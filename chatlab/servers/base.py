@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..accounts import Accounts
+from ..backplane import Backplane, make_backplane
 from ..core import ChatCore
 from ..dialects import Dialect, MainPort
 from ..history import History
@@ -125,6 +126,7 @@ class BaseServer:
     def __init__(
         self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits | None = None, db: str | None = None,
         accounts: Accounts | None = None, tls: ssl.SSLContext | None = None, listeners: tuple[Listener, ...] = (),
+        redis: str | None = None, backplane: Backplane | None = None,
     ):
         self.tls = tls  # an ssl.SSLContext (see chatlab/tls.py), or None for plain TCP
         self.tls_handshake_timeout = HANDSHAKE_TIMEOUT
@@ -134,7 +136,10 @@ class BaseServer:
         self.listeners: tuple[Listener, ...] = (Listener("chat", host, port, MainPort, tls), *listeners)
         # Message history: in memory, or in the SQLite file ``db`` (kept across restarts).
         # Accounts: the names that need a password (``chatlab serve --users FILE``).
-        self.core = ChatCore(self.limits, history=History(db or ":memory:"), accounts=accounts)
+        # Shared with other servers: ``redis=URL`` (``chatlab serve --redis``; docs/scaling.md).
+        self.backplane = backplane if backplane is not None else make_backplane(redis)
+        self.core = ChatCore(self.limits, history=History(db or ":memory:"), accounts=accounts,
+                             backplane=self.backplane)
         self.sockets: list[tuple[socket.socket, Listener]] = []  # each listening socket and its port
         self._stopped = threading.Event()
 
@@ -157,6 +162,7 @@ class BaseServer:
 
     def start(self) -> "BaseServer":
         try:
+            self._connect_backplane()
             for listener in self.listeners:
                 self.sockets.append((open_listener(listener.host, listener.port), listener))
         except BaseException:
@@ -165,6 +171,7 @@ class BaseServer:
             self.sockets.clear()
             raise
         self._start()
+        self.backplane.start(self.post)
         for sock, listener in self.sockets:
             log.info("%s server listening on %s%s", self.model, format_address(sock.getsockname()),
                      "" if listener.name == "chat" else f" ({listener.name})")
@@ -176,6 +183,7 @@ class BaseServer:
             return
         started = time.monotonic()
         self._stop(timeout)
+        self.backplane.stop()  # a shared chat: the others hear that our users left
         for sock, _ in self.sockets:
             sock.close()
         self.core.history.close()
@@ -193,6 +201,18 @@ class BaseServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def _connect_backplane(self) -> None:
+        from ..backplane.store import Unavailable
+
+        try:
+            self.backplane.connect()
+        except Unavailable as exc:
+            raise ServerError(str(exc)) from None
+
+    def post(self, event: Callable[[float], list]) -> None:
+        """Hand ``event(now)`` to the core's thread (the shell's, in every model)."""
+        raise NotImplementedError
 
     # What each model provides.
     def _start(self) -> None:

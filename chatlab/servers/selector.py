@@ -41,9 +41,9 @@ import selectors
 import socket
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
-from ..effects import ClientId, Work
+from ..effects import ClientId, Effect, Work
 from ..transport import Transport
 from .base import Listener
 from .shell import ACCEPT_BATCH, ACCEPT_PAUSE, LINGER, RECV_SIZE, TICK, Channel, Shell, Workers, accept_error
@@ -112,6 +112,7 @@ class SelectorServer(Shell):
         self._stop_requested = False
         self._stop_timeout = 2.0
         self._done: deque[tuple[Work, Any]] = deque()  # work finished on a worker thread
+        self._posted: deque[Callable[[float], list[Effect]]] = deque()  # events posted from other threads
         self._workers = Workers(self._work_done)
         # stop() and the workers run in other threads while the loop may be
         # asleep in select(): a byte on this socket pair wakes it.
@@ -135,6 +136,11 @@ class SelectorServer(Shell):
     def _work_done(self, work: Work, result: Any) -> None:
         # On the worker's thread: the loop takes the result when it next wakes.
         self._done.append((work, result))
+        self._knock()
+
+    def post(self, event: Callable[[float], list[Effect]]) -> None:
+        # From another thread: the loop runs it when it next wakes, as it takes finished work.
+        self._posted.append(event)
         self._knock()
 
     def _knock(self) -> None:
@@ -180,6 +186,8 @@ class SelectorServer(Shell):
                         self._wake_r.recv(4096)  # stop() knocked, or work is done
                         while self._done:
                             self.finished(*self._done.popleft())
+                        while self._posted:
+                            self.run_posted(self._posted.popleft())
                     elif channel.open:
                         try:
                             if events & READ:

@@ -108,6 +108,24 @@ class Shell(BaseServer):
         """Run ``work.job()`` away from the chat, then ``self.finished(work, result)`` where the core may be called."""
         raise NotImplementedError
 
+    def post(self, event: Callable[[float], list[Effect]]) -> None:
+        """From any thread: have ``event(now)`` called where the core may be called, and apply its effects.
+
+        This is how something that lives on a thread of its own -- a shared
+        chat's reader of Redis streams (chatlab/backplane/) -- hands what it
+        learnt to the core without ever touching it from the wrong thread.
+        """
+        raise NotImplementedError
+
+    def run_posted(self, event: Callable[[float], list[Effect]]) -> None:
+        """Call a posted event (on the core's thread) and apply its effects."""
+        try:
+            effects = event(time.monotonic())
+        except Exception:
+            log.exception("a posted event failed")
+            return
+        self.apply(effects)
+
     # -------------------------------------------------------------- arrivals
 
     def admit(self, sock: socket.socket, address: Any, listener: Listener) -> Channel | None:
@@ -302,28 +320,34 @@ class Workers:
     Started with the server and stopped with it, so that a server's threads
     are the same in number from start to stop, however much work comes.
     ``done(work, result)`` is called on the worker's thread: it must hand
-    the result to the loop, not call the core.
+    the result to the loop, not call the core.  ``ordered`` work has a
+    thread of its own, which runs it one job at a time in the order given
+    (two threads taking jobs from one queue could finish them in any order).
     """
 
     def __init__(self, done: Callable[[Work, Any], None], count: int = WORKERS):
         self._jobs: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
+        self._ordered: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._done = done
-        self._threads = [threading.Thread(target=self._serve, name=f"chatlab-work-{i}", daemon=True)
-                         for i in range(count)]
+        self._threads = [threading.Thread(target=self._serve, args=(self._jobs,), name=f"chatlab-work-{i}",
+                                          daemon=True) for i in range(count)]
+        self._threads.append(threading.Thread(target=self._serve, args=(self._ordered,), name="chatlab-work-ordered",
+                                              daemon=True))
         for thread in self._threads:
             thread.start()
 
     def submit(self, work: Work) -> None:
-        self._jobs.put(work)
+        (self._ordered if work.ordered else self._jobs).put(work)
 
-    def _serve(self) -> None:
-        while (work := self._jobs.get()) is not None:
+    def _serve(self, jobs: "queue.SimpleQueue[Work | None]") -> None:
+        while (work := jobs.get()) is not None:
             self._done(work, run_job(work))
 
     def stop(self, timeout: float = 2.0) -> None:
         """Finish the work already given (a last history commit), then end the threads."""
-        for _ in self._threads:
+        for _ in self._threads[:-1]:
             self._jobs.put(None)
+        self._ordered.put(None)
         for thread in self._threads:
             thread.join(timeout)
 

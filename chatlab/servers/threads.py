@@ -34,7 +34,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from ..effects import ClientId, Work
+from ..effects import ClientId, Effect, Work
 from ..transport import Transport
 from .shell import LINGER, RECV_SIZE, TICK, Channel, Shell, accept_error, run_job, ACCEPT_PAUSE
 
@@ -196,8 +196,14 @@ class ThreadedServer(Shell):
             result = run_job(work)
             self.event(self.finished, work, result)
 
+    def post(self, event: Callable[[float], list[Effect]]) -> None:
+        # On the poster's own thread, under the lock, like a client's bytes.
+        self.event(self.run_posted, event)
+
     def run_work(self, work: Work) -> None:
         # Called with the lock held: noted, and run by event() once it is let go.
+        # Ordered work needs nothing more: a client's work runs on its own
+        # thread, one job after another, in the order its messages came.
         if getattr(self._work, "queue", None) is None:
             self._work.queue = deque()
         self._work.queue.append(work)

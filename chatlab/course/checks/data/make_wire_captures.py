@@ -23,7 +23,7 @@ from pathlib import Path
 from ....client import ChatClient
 from ....net import Network
 from ....net.capture import Capture
-from ....net.packets import internet_checksum, parse
+from ....net.packets import internet_checksum, parse, tcp_packets
 from ....net.pcap import LINKTYPE_RAW, PcapWriter, read_pcap
 
 HERE = Path(__file__).resolve().parent
@@ -84,7 +84,9 @@ def refused(a, b, path: Path) -> None:
 def wrapped(source: Path, path: Path) -> None:
     """``source`` with both initial sequence numbers moved to just below 2**32."""
     _, records = read_pcap(source)
-    packets = [parse(r.data, LINKTYPE_RAW, r.ts) for r in records]
+    packets = tcp_packets(parse(r.data, LINKTYPE_RAW, r.ts) for r in records)
+    if len(packets) != len(records):
+        raise ValueError(f"{source} holds packets other than TCP: it should be one connection's capture")
     client = (packets[0].ip.src, packets[0].tcp.src_port)
     syn_ack = next(p for p in packets if p.tcp.syn and p.tcp.has_ack)
     shift = {client: (2**32 - 20 - packets[0].tcp.seq) % 2**32,
@@ -100,7 +102,7 @@ def wrapped(source: Path, path: Path) -> None:
             struct.pack_into("!II", data, start + 4, seq, ack)
             struct.pack_into("!H", data, start + 16, 0)
             segment = bytes(data[start:packet.ip.total_length])
-            pseudo = data[12:20] + struct.pack("!BBH", 0, 6, len(segment))
+            pseudo = bytes(data[12:20]) + struct.pack("!BBH", 0, 6, len(segment))  # IPv4: the two addresses
             struct.pack_into("!H", data, start + 16, internet_checksum(pseudo + segment))
             pcap.write(bytes(data), record.ts)
 
