@@ -24,6 +24,7 @@
     lastId: 0, // the newest message id seen, in the server's one order
     missedAfter: null, // after a reconnection: messages above this id arrived while we were away
     rejoin: new Set(), // rooms being joined again after a reconnection (not switched to)
+    autoHistory: null, // the room whose history may come next, unasked (right after welcome or joined)
     uploads: new Map(), // sha256 or file id -> {bytes, name}
     downloads: new Map(), // file id -> the offer, and the chunks received so far
   };
@@ -38,7 +39,8 @@
     let v = state.views.get(id);
     if (!v) {
       v = { id, kind, name, items: [], ids: new Set(), unread: 0, oldest: null, newest: 0, complete: false,
-            loading: 0, catchUp: false, tab: document.createElement("button") };
+            asked: [], // the history requests sent for this room, in order: "older", "since" or "plain"
+            catchUp: false, missed: 0, tab: document.createElement("button") };
       v.tab.type = "button";
       v.tab.setAttribute("role", "tab");
       v.tab.setAttribute("aria-controls", "log");
@@ -161,6 +163,10 @@
       } catch (e) {
         return; // not ours to show
       }
+      // A history right after welcome or joined is the server's own, unasked; any other answers a request.
+      const auto = state.autoHistory;
+      state.autoHistory = null;
+      if (msg.type === "history") msg.asked = auto === key(msg.room) ? "auto" : roomView(msg.room).asked.shift();
       (handlers[msg.type] || unknown)(msg);
     };
     ws.onclose = (event) => {
@@ -173,9 +179,9 @@
         if (!$("join-error").textContent) joinError(`The connection closed (${event.code || "no answer"}).`);
         return;
       }
-      // What arrives with each room's history from here on, above this id, was missed.
+      // Everything said from here on, above this id, was missed: it is asked for on reconnecting.
       state.missedAfter = state.lastId;
-      for (const v of state.views.values()) v.catchUp = true;
+      for (const v of state.views.values()) Object.assign(v, { catchUp: true, missed: 0, asked: [] });
       if (state.stopped) {
         status("Disconnected");
         return;
@@ -230,12 +236,14 @@
       status(`Connected as ${m.name}`);
       const lobby = roomView(m.room || "lobby");
       if (!state.current) show(lobby);
+      state.autoHistory = key(lobby.name);
       const more = (m.count || 0) - m.users.length;
       const online = m.users.join(", ") + (more > 0 ? ` and ${more} more` : "");
       if (again) notice(`Reconnected as ${m.name}. Online: ${online}.`, current());
       else notice(`Welcome, ${m.name}! Online: ${online}.`, lobby);
       if (!again) $("message").focus();
-      // Back in the rooms we were in; what was said meanwhile comes with each room's history.
+      // Back in the rooms we were in, and what was said there meanwhile.
+      if (again) catchUp(lobby);
       for (const v of state.views.values()) {
         if (v.kind === "room" && v.id !== lobby.id) {
           state.rejoin.add(key(v.name));
@@ -248,30 +256,26 @@
     },
     history(m) {
       const v = roomView(m.room);
-      const catchUp = Boolean(v.catchUp);
-      v.catchUp = false;
-      let missed = 0;
-      for (const msg of m.messages) if (addMessage(msg, true, catchUp)) missed++;
-      if (v.loading) {
-        if (m.messages.length < v.loading) {
-          v.complete = true;
-          notice(`That is the start of ${v.name}'s history.`, v);
-        }
-        v.loading = 0;
-      }
-      if (missed) {
-        const node = el("p", "notice", `${missed} message${missed === 1 ? "" : "s"} arrived in ${v.name} while you were away.`);
-        place(v, { order: [state.missedAfter, noticeSeq + 0.5], node, counts: false }); // just above what was missed
+      for (const msg of m.messages) if (addMessage(msg, true, v.catchUp)) v.missed++;
+      if (m.asked === "older" && !m.more) {
+        v.complete = true;
+        notice(`That is the start of ${v.name}'s history.`, v);
+      } else if (m.asked === "since") {
+        // One page of what was missed: ask for the next, until the server says there is no more.
+        if (m.more && m.messages.length) since(v, m.messages[m.messages.length - 1].id);
+        else caughtUp(v);
       }
     },
     joined(m) {
       const v = roomView(m.room);
       if (m.members) { // our own join, confirmed
-        const quiet = state.rejoin.delete(key(m.room));
+        const again = state.rejoin.delete(key(m.room));
         v.name = m.room;
         drawTab(v);
+        state.autoHistory = key(m.room);
         notice(`You are in ${m.room}: ${m.members.join(", ")}`, v);
-        if (!quiet) show(v);
+        if (again) catchUp(v);
+        else show(v);
       } else {
         notice(`${m.name} joined`, v);
       }
@@ -407,6 +411,22 @@
       node.append(el("span", "", ` Received, SHA-256 checked (${how}).`), link);
     },
   };
+  // After a reconnection: every message of the room since the last one seen, a page at a time
+  // (docs/protocol.md, section 6.2), marked as missed.
+  function catchUp(v) {
+    since(v, v.newest || state.missedAfter);
+  }
+  function since(v, id) {
+    if (send({ type: "history", room: v.name, since: id, limit: 100 })) v.asked.push("since");
+  }
+  function caughtUp(v) {
+    if (v.missed) {
+      const text = `${v.missed} message${v.missed === 1 ? "" : "s"} arrived in ${v.name} while you were away.`;
+      place(v, { order: [state.missedAfter, noticeSeq + 0.5], node: el("p", "notice", text), counts: false });
+    }
+    Object.assign(v, { catchUp: false, missed: 0 });
+  }
+
   function unknown(m) {
     notice(`(${m.type}) ${JSON.stringify(m)}`);
   }
@@ -498,8 +518,12 @@
       }
       case "/who": return send(arg ? { type: "who", room: arg } : { type: "who" });
       case "/rooms": return send({ type: "rooms" });
-      case "/history": return send({ type: "history", room: v.kind === "room" ? v.name : "lobby",
-                                     limit: Number(arg) || 20 });
+      case "/history": {
+        const room = v.kind === "room" ? v : roomView("lobby");
+        if (!send({ type: "history", room: room.name, limit: Number(arg) || 20 })) return false;
+        room.asked.push("plain");
+        return true;
+      }
       case "/ping": return send({ type: "ping", id: "user" });
       case "/help": return send({ type: "help" });
       case "/quit": quit(); return true;
@@ -520,11 +544,10 @@
 
   function older() {
     const v = current();
-    if (v.kind !== "room" || v.complete || v.loading) return;
-    v.loading = HISTORY_PAGE;
+    if (v.kind !== "room" || v.complete || v.asked.includes("older")) return;
     const msg = { type: "history", room: v.name, limit: HISTORY_PAGE };
     if (v.oldest !== null) msg.before = v.oldest;
-    if (!send(msg)) v.loading = 0;
+    if (send(msg)) v.asked.push("older");
   }
   $("older").addEventListener("click", older);
   log.addEventListener("scroll", () => { if (log.scrollTop < 40 && log.scrollHeight > log.clientHeight) older(); });
