@@ -239,6 +239,8 @@ LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("accept_burst", int, "the burst of new connections from one address"),
     ("rate_limit", float, "messages a second from one client, after a burst (0: no limit)"),
     ("rate_burst", int, "the burst of messages from one client"),
+    ("relay_rate", float, "bytes of text a second one address may have relayed, after a burst (0: no limit)"),
+    ("relay_burst", int, "the burst of bytes of text from one address"),
     ("flood_limit", int, "messages refused for rate, in one flood, before disconnecting (0: never)"),
     ("auth_delay", float, "seconds before a wrong password is answered (0: at once)"),
     ("auth_tries", int, "wrong passwords before the connection is closed (0: no limit)"),

@@ -303,6 +303,8 @@ class ChatCore:
     def _on_say(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.member_room(client, msg.get("room"))
         text = self._check_text(msg["text"])
+        if not self.guard.within_relay(client, len(text.encode("utf-8")), now, out):
+            return  # its address has sent its share of bytes for now
         if client.key not in room.announced:
             self._announce(client, room, out)  # quiet in a large room until now (see _enter)
         message = self._message(client, text, room=room.name)
@@ -317,7 +319,10 @@ class ChatCore:
         self.require_registered(client)
         target = self.user(msg["to"])
         assert target.name is not None  # a member has a name
-        message = self._message(client, self._check_text(msg["text"]), to=target.name)
+        text = self._check_text(msg["text"])
+        if not self.guard.within_relay(client, len(text.encode("utf-8")), now, out):
+            return
+        message = self._message(client, text, to=target.name)
         log.info("private message %d from %s to %s", message["id"], client.name, target.name)
         # Only the two parties see it; the sender's copy confirms it, as in a room.
         for party in dict.fromkeys([target, client]):
@@ -394,6 +399,9 @@ class ChatCore:
     def require_registered(self, client: Client) -> None:
         if client.name is None:
             raise ProtocolError(NOT_REGISTERED, "say hello with your name first")
+
+    def asked(self, client: Client) -> None:
+        self.guard.asked(client)
 
     def send(self, client: Client, msg: dict[str, Any], out: Out) -> None:
         out.append(Send((client.id,), client.dialect.encode(msg)))

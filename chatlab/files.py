@@ -141,6 +141,7 @@ class FileStore:
         """Ask the sender for the next chunk, or, once all is in, check it and offer it."""
         if not transfer.complete:
             seq = transfer.received
+            self.chat.asked(transfer.sender)  # its file_chunk answers this, and costs no token
             self.chat.send(transfer.sender, {"type": "file_upload", "file": transfer.id, "seq": seq,
                                              "sha256": transfer.sha256}, out)
             return
@@ -195,8 +196,11 @@ class FileStore:
         seq = msg["seq"]
         if not 0 <= seq < transfer.chunks:
             raise ProtocolError(BAD_FILE, f"file {transfer.id} has chunks 0 to {transfer.chunks - 1}")
+        last = seq == transfer.chunks - 1
+        if not last:
+            self.chat.asked(client)  # its file_get for the next chunk costs no token
         self.chat.send(client, {"type": "file_chunk", "file": transfer.id, "seq": seq, "data": transfer.chunk(seq),
-                                "last": seq == transfer.chunks - 1}, out)
+                                "last": last}, out)
 
     def on_decline(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         transfer = self._offered(client, msg)

@@ -8,6 +8,7 @@ are then checked against live servers in test_faults.py.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import unicodedata
@@ -169,16 +170,20 @@ def test_a_quiet_spell_forgives_an_earlier_burst():
 
 
 def test_bad_frames_count_and_answers_to_the_server_do_not():
-    room = Driver(Limits(rate_limit=1, rate_burst=3, flood_limit=0))
+    room = Driver(Limits(rate_limit=1, rate_burst=3, flood_limit=0, ping_interval=30))
     room.register(1, "ada")  # 2 tokens left
     room.send(1, encode_frame(b"not json") * 3)
     assert codes(room.frames(1)) == ["bad_frame", "bad_frame", "rate_limited"]
-    room.send(1, frame({"type": "pong", "id": "keepalive"}) * 10)
-    assert room.frames(1) == []  # free, and silent
+    room.tick(30)
+    assert room.frames(1) == [{"type": "ping", "id": "keepalive"}]
+    room.send(1, frame({"type": "pong", "id": "keepalive"}))
+    assert room.frames(1) == []  # the answer to the ping: free, and silent
+    room.send(1, frame({"type": "pong", "id": "keepalive"}) * 5)  # unasked: they count (3 tokens, then none)
+    assert codes(room.frames(1)) == ["rate_limited"] * 2
 
 
 def test_rate_limit_zero_is_off():
-    room = Driver(Limits(rate_limit=0))
+    room = Driver(Limits(rate_limit=0, relay_rate=0))
     room.register(1, "ada")
     room.send(1, b"".join(say(f"m{i}") for i in range(500)))
     assert len(room.frames(1)) == 500
@@ -431,7 +436,7 @@ def test_every_limit_is_a_serve_option():
     options = {o for action in serve._actions for o in action.option_strings}
     defences = ["max_line", "max_frame", "max_name", "max_text", "outbox_bytes", "register_timeout",
                 "idle_timeout", "ping_interval", "max_clients", "max_per_address", "accept_rate", "accept_burst",
-                "rate_limit", "rate_burst", "flood_limit", "auth_delay", "auth_tries"]
+                "rate_limit", "rate_burst", "relay_rate", "relay_burst", "flood_limit", "auth_delay", "auth_tries"]
     for field in defences:
         assert field in Limits.__dataclass_fields__
         assert "--" + field.replace("_", "-") in options, field
@@ -597,7 +602,7 @@ def _frames_fit(data: bytes, limit: int = 65536) -> list[dict]:
 def test_history_on_joining_fits_in_one_frame_whatever_was_said():
     # 13.1: 16 messages of 4,096 "a" made the history on joining a frame over
     # 65,536 bytes: every new frames client was dropped at registration.
-    room = Driver(Limits(rate_limit=0))
+    room = Driver(Limits(rate_limit=0, relay_rate=0))
     room.register(1, "ada")
     for _ in range(25):
         room.send(1, say("\u0080" * 512))  # 4,096 characters once cleaned, 5 bytes each in JSON ("<U+0080>")
@@ -613,7 +618,7 @@ def test_history_on_joining_fits_in_one_frame_whatever_was_said():
 
 
 def test_a_history_answer_is_a_page_that_fits_and_says_there_is_more():
-    room = Driver(Limits(rate_limit=0))
+    room = Driver(Limits(rate_limit=0, relay_rate=0))
     room.register(1, "ada")
     for i in range(150):
         room.send(1, say(f"{i} " + "x" * 2000))
@@ -634,7 +639,7 @@ def test_a_history_answer_is_a_page_that_fits_and_says_there_is_more():
 
 
 def test_history_since_an_id_pages_forward_oldest_first():
-    room = Driver(Limits(rate_limit=0))
+    room = Driver(Limits(rate_limit=0, relay_rate=0))
     room.register(1, "ada")
     for i in range(60):
         room.send(1, say(f"m{i}"))
@@ -658,7 +663,7 @@ def test_history_since_an_id_pages_forward_oldest_first():
 
 def test_lines_history_100_is_one_bounded_answer():
     # 13.1: "/history 100" after long messages was one 3 MB send: the reader dropped as too_slow.
-    room = Driver(Limits(rate_limit=0))
+    room = Driver(Limits(rate_limit=0, relay_rate=0))
     room.register(1, "ada")
     for _ in range(100):
         room.send(1, say("\u0080" * 512))
@@ -706,3 +711,79 @@ def test_lists_of_names_fit_too():
     assert welcome["type"] == "welcome" and welcome["count"] == 800 and len(welcome["users"]) < 800
     room.send_msg(800, {"type": "join", "room": "lobby"})  # already in it: the confirmation lists members
     assert _frames_fit(room.take(800))[0]["count"] == 800
+
+
+def test_every_message_counts_unless_the_server_asked_for_it():
+    # 13.4: pong, file_chunk and file_get skipped the rate limit, even unasked
+    # and invalid: a connection pipelining pongs held the server at 100 % CPU.
+    for flood in ({"type": "pong", "id": "keepalive"}, {"type": "file_chunk", "file": "f9", "seq": 0, "data": ""},
+                  {"type": "file_get", "file": "f9", "seq": 0}):
+        room = Driver(Limits(rate_limit=5, rate_burst=20, flood_limit=50))
+        room.register(1, "eve")
+        room.frames(1)
+        room.send(1, frame(flood) * 500)
+        assert room.closed == {1: "flooding"}, flood["type"]
+
+
+def test_answers_the_server_asked_for_are_free():
+    import hashlib
+
+    room = Driver(Limits(rate_limit=1, rate_burst=2, flood_limit=0, ping_interval=30, idle_timeout=0))
+    room.register(1, "ada")  # one token left
+    room.register(2, "bob")
+    room.frames(1), room.frames(2)
+    room.tick(31)  # quiet: both are pinged
+    assert room.frames(1) == [{"type": "ping", "id": "keepalive"}]
+    room.send(1, frame({"type": "pong", "id": "keepalive"}))  # asked for: free
+    data = bytes(range(256)) * 300  # 76,800 bytes: three chunks
+    room.send(1, frame({"type": "file_offer", "name": "a.bin", "size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(), "to": "bob"}))  # the last token
+    for seq in range(3):  # each chunk answers a file_upload: free
+        upload = room.frames(1)[-1]
+        assert upload["type"] == "file_upload" and upload["seq"] == seq, upload
+        room.send(1, frame({"type": "file_chunk", "file": upload["file"], "seq": seq,
+                            "data": base64.b64encode(data[seq * 32768:(seq + 1) * 32768]).decode()}))
+    assert room.frames(1)[-1]["type"] == "file_sent"
+    offer = next(f for f in room.frames(2) if f["type"] == "file_offer")
+    room.now += 1.0  # one token for the accept
+    room.send(2, frame({"type": "file_accept", "file": offer["file"]}))
+    got = b""
+    while True:
+        chunk = [f for f in room.frames(2) if f["type"] == "file_chunk"][-1]
+        got += base64.b64decode(chunk["data"])
+        if chunk["last"]:
+            break
+        room.send(2, frame({"type": "file_get", "file": offer["file"], "seq": chunk["seq"] + 1}))  # asked: free
+    assert got == data and room.closed == {}
+    room.send(1, frame({"type": "pong", "id": "keepalive"}) * 3)  # not asked for: they cost (2 tokens, then none)
+    assert codes(room.frames(1)) == ["rate_limited"]
+
+
+def test_a_burst_from_one_address_is_bounded_in_bytes():
+    # 13.3: 32 connections from one address, each with its burst of 20 long
+    # messages, pushed ~10 MB at every member at once: all dropped as too slow.
+    limits = Limits()
+    room = Driver(limits)
+
+    def hello(cid, name, host):  # (Driver.register gives each connection an address of its own)
+        room.connect(cid, host=host)
+        room.send_msg(cid, {"type": "hello", "name": name})
+
+    hello(1, "reader", "10.0.0.9")
+    text = "😀" * 4096  # 16 KiB of UTF-8, as much as one message may carry
+    for cid in range(100, 132):
+        hello(cid, f"eve{cid}", "10.6.6.6")
+    room.take(1)
+    refused = 0
+    for cid in range(100, 132):
+        room.send(cid, b"".join(say(text) for _ in range(19)))
+        refused += codes(room.frames(cid)).count("rate_limited")
+    relayed = len(room.take(1))
+    assert relayed <= limits.relay_burst + 20 * 1024  # the address's burst, and one message past it
+    assert refused >= 32 * 19 - limits.relay_burst // len(text.encode()) - 1
+    hello(2, "ada", "10.0.0.2")  # another address is not held back
+    room.send(2, say("hi"))
+    assert [f["text"] for f in room.frames(1) if f["type"] == "message"] == ["hi"]
+    room.now += 1.0  # the allowance refills: relay_rate bytes a second
+    room.send(100, say("é" * 2000))
+    assert codes(room.frames(100)) == []

@@ -277,7 +277,7 @@ def test_a_client_that_connects_and_says_nothing(start_server, transcript):
 def test_a_client_that_never_reads(start_server, transcript):
     # A talker sends as fast as it can (so the rate limit is off here) until
     # the server gives up on a client that registered and then never read.
-    server = start_server(outbox_bytes=64 * 1024, rate_limit=0)
+    server = start_server(outbox_bytes=64 * 1024, rate_limit=0, relay_rate=0)
     with chatting(server) as room:
         sleeper = offender(server, transcript, name="sleeper", rcvbuf=4096)
         talker = offender(server, transcript, name="talker")
@@ -664,3 +664,55 @@ def test_long_messages_do_not_make_a_room_unjoinable(server, room, transcript):
     assert sum(line.startswith("--- end of history") for line in lines) == 2
     assert sum(len(line.encode()) + 1 for line in lines if not line.startswith("<chatter")) < 2 * 65536
     round_trips(room, room.check(), "13.1 long messages, then newcomers")
+
+
+@pytest.mark.parametrize("flood", [
+    {"type": "pong", "id": "keepalive"},
+    {"type": "file_chunk", "file": "f999", "seq": 0, "data": ""},  # no such upload: invalid
+    {"type": "file_get", "file": "f999", "seq": 0},
+], ids=lambda m: m["type"])
+def test_a_flood_of_answers_nobody_asked_for(server, room, transcript, flood):
+    # 13.4: pong, file_chunk and file_get skipped the rate limit: pipelined
+    # pongs for 10 s held the server at 100 % CPU, and the others waited.
+    eve = offender(server, transcript)
+    batch = encode_frame(json.dumps(flood).encode()) * 200
+    deadline = time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline:  # bounded: 10 s at most
+            eve.send(batch, f"200 x {flood['type']}")
+    except (OSError, AssertionError):
+        pass  # cut off: the connection is gone
+    seen = eve.wait_frame(lambda m: m.get("type") == "closing", "the closing notice", timeout=10)
+    assert seen[-1]["reason"] == "flooding"
+    round_trips(room, room.check(), f"13.4 a flood of unasked {flood['type']}")
+
+
+def test_a_burst_from_one_address_leaves_its_readers_alone(server, room, transcript):
+    # 13.3: 32 connections from one address, each with its allowed burst of
+    # 20 long messages, pushed ~10 MB at every member: all dropped as too slow.
+    probe = from_address(server.address, "127.0.0.6")  # (not .5: that one's 32 connections are the burst's)
+    if probe is None:
+        pytest.skip("no second loopback address here")
+    probe.close()
+    burst = []
+    for i in range(32):
+        client = RawClient(server.address, f"eve{i}", transcript, source="127.0.0.5")
+        _opened.append(client)
+        client.recv_banner()
+        client.send_frame({"type": "hello", "name": f"eve{i}"})
+        burst.append(client)
+    text = "😀" * 4096  # 16 KiB of UTF-8 each: the most one message may carry
+    started = time.monotonic()
+    for client in burst:
+        client.send(b"".join(encode_frame(json.dumps({"type": "say", "text": text}).encode()) for _ in range(19)),
+                    "its burst: 19 messages of 16 KiB")
+    report = room.check()  # nobody dropped as too slow, nothing lost
+    round_trips(room, report, "13.3 a burst of 32 x 19 x 16 KiB from one address")
+    # The rule: what one address has relayed to a reader is bounded by its
+    # allowance (the burst, the rate since, one message past it), not 10 MB.
+    limits = server.limits
+    heard = sum(len(e["text"].encode()) for _, i, e in report.events
+                if i == 0 and e.get("type") == "message" and e.get("from", "").startswith("eve"))
+    allowed = limits.relay_burst + limits.relay_rate * (time.monotonic() - started) + len(text.encode())
+    print(f"chatter0 heard {heard:,} bytes from 127.0.0.5 (allowed {allowed:,.0f}; sent {32 * 19 * 16384:,})")
+    assert heard <= allowed

@@ -318,7 +318,7 @@ class Tally:
 
 
 def test_a_client_that_never_reads_stalls_nobody(start_server, transcript):
-    server = start_server(outbox_bytes=64 * 1024, rate_limit=0)  # the chatters send as fast as they can
+    server = start_server(outbox_bytes=64 * 1024, rate_limit=0, relay_rate=0)  # the chatters send as fast as they can
     # The sleeper registers, then never reads; a small receive buffer fills fast.
     sleeper = frames_client(server.address, "sleeper", transcript, rcvbuf=4096)
     tallies = [Tally() for _ in range(10)]

@@ -289,6 +289,8 @@ class SharedRooms(Backplane):
     def _on_say(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.core.member_room(client, msg.get("room"))
         text = self.core._check_text(msg["text"])
+        if not self.core.guard.within_relay(client, len(text.encode("utf-8")), now, out):
+            return  # its address has sent its share of bytes for now (security.md 2.5a)
         assert client.key is not None and client.name is not None
         announce = client.key not in room.announced  # quiet in a large room until now
         if announce:
@@ -302,6 +304,8 @@ class SharedRooms(Backplane):
     def _on_dm(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         self.core.require_registered(client)
         text = self.core._check_text(msg["text"])
+        if not self.core.guard.within_relay(client, len(text.encode("utf-8")), now, out):
+            return
         to, name, ts = msg["to"], client.name, self.core.wallclock()
         assert name is not None
 
