@@ -244,6 +244,8 @@ LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("flood_limit", int, "messages refused for rate, in one flood, before disconnecting (0: never)"),
     ("auth_delay", float, "seconds before a wrong password is answered (0: at once)"),
     ("auth_tries", int, "wrong passwords before the connection is closed (0: no limit)"),
+    ("upload_timeout", float, "seconds an upload may wait for its next chunk before it is dropped (0: never)"),
+    ("uploads_per_user", int, "uploads one client may have unfinished at once (0: no limit)"),
     ("large_room", int, "members above which a room announces newcomers only when they first speak "
                         "(0: announce every join)"),
 )

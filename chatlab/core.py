@@ -203,7 +203,7 @@ class ChatCore:
         write = self.history.flush_job()  # one commit per tick, of every message since the last
         if write is not None:
             out.append(Work(write, self._written, "writing history"))
-        self.files.expire(now)
+        self.files.expire(now, out=out)
         self.logins.keep_time(now, out)
         self.guard.keep_time(now, out)
         return out
