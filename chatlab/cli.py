@@ -10,13 +10,14 @@ import argparse
 import getpass
 from pathlib import Path
 import signal
+import ssl
 import sys
 from typing import Any
 
 from . import __version__, serverlog
 from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
 from .limits import Limits
-from .servers import DEFAULT_HOST, DEFAULT_PORT, MODELS, ServerError, format_address, make_server
+from .servers import DEFAULT_HOST, DEFAULT_PORT, MODELS, Listener, ServerError, format_address, make_server
 
 
 def parse_address(text: str | None, default_host: str = DEFAULT_HOST) -> tuple[str, int]:
@@ -63,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("chatlab serve: --guests only makes sense with --users FILE", file=sys.stderr)
         return 2
     options: dict[str, object] = {"db": args.db, "accounts": accounts}
+    tls: ssl.SSLContext | None = None
     if args.redis:
         if args.db:
             print("chatlab serve: --db and --redis: with Redis, the history lives in Redis (docs/scaling.md)",
@@ -82,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .tls import server_context
 
         try:
-            options["tls"] = server_context(args.cert, args.key)
+            options["tls"] = tls = server_context(args.cert, args.key)
         except (OSError, ValueError) as exc:
             print(f"chatlab serve: cannot load the TLS certificate {args.cert} and key {args.key}: {exc}. "
                   "Make a lab set with 'chatlab certs'.", file=sys.stderr)
@@ -93,7 +95,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # And Ctrl+C must work even when the parent started us with SIGINT
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    options["listeners"] = irc_listeners(args, options.get("tls"))
+    try:
+        options["listeners"] = irc_listeners(args, tls) + web_listeners(args, tls)
+    except ImportError as exc:
+        print(f"chatlab serve: --web-port needs the 'web' extra ({exc.name} is missing): "
+              "pip install 'chatlab[web]'", file=sys.stderr)
+        return 1
     try:
         server = make_server(args.model, args.host, args.port, limits, **options)
         server.start()
@@ -119,6 +126,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.host in ("0.0.0.0", "::"):
             print("Listening on every interface: others on your network can join with "
                   "'chatlab chat YOUR-IP:%d'. Your firewall may ask to allow it." % server.address[1], flush=True)
+        if args.web_port is not None:
+            print_web_urls(args.host, server.addresses["web"][1], args.tls)
         if accounts is not None:
             who = "names with an account need its password" if args.guests else "every name needs an account"
             print(f"{len(accounts.entries)} accounts from {args.users}: {who}.", flush=True)
@@ -141,6 +150,39 @@ def irc_listeners(args: argparse.Namespace, tls: Any) -> tuple[Any, ...]:
     return (Listener("irc", args.host, args.irc_port, IrcDialect, tls),)
 
 
+def web_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple[Listener, ...]:
+    """``--web-port``: the chat page over HTTP, then the chat over WebSocket (chatlab/dialects/web.py).
+
+    With ``--tls`` it is https and wss, with the same certificate as the main port.
+    """
+    if args.web_port is None:
+        return ()
+    return (web_listener(args.host, args.web_port, tls),)
+
+
+def web_listener(host: str, port: int, tls: ssl.SSLContext | None = None) -> Listener:
+    """A Listener for a web port: its dialect knows whether the page's origin is https."""
+    from functools import partial
+
+    from .dialects.web import WebPort
+
+    return Listener("web", host, port, partial(WebPort, secure=tls is not None), tls=tls)
+
+
+def print_web_urls(host: str, port: int, secure: bool) -> None:
+    """Say where the page is; for a classroom (every interface), on each LAN address, and as a QR code."""
+    from .weblink import EVERYWHERE, page_urls, print_qr
+
+    urls = page_urls(host, port, secure)
+    print(f"Chat in a browser: {urls[0]}", flush=True)
+    for more in urls[1:]:
+        print(f"               or: {more}", flush=True)
+    if host in EVERYWHERE:
+        print("Scan with a phone on the same network:", flush=True)
+        print_qr(urls[0], sys.stdout)
+        sys.stdout.flush()
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -150,7 +192,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     host, port = args.address
     return run(host, port, args.name, downloads=args.downloads, tls=args.tls or bool(args.cafile),
-               cafile=args.cafile)
+               cafile=args.cafile, also=tuple(args.also or ()))
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -189,6 +231,8 @@ LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("flood_limit", int, "messages refused for rate, in one flood, before disconnecting (0: never)"),
     ("auth_delay", float, "seconds before a wrong password is answered (0: at once)"),
     ("auth_tries", int, "wrong passwords before the connection is closed (0: no limit)"),
+    ("upload_timeout", float, "seconds an upload may wait for its next chunk before it is dropped (0: never)"),
+    ("uploads_per_user", int, "uploads one client may have unfinished at once (0: no limit)"),
     ("large_room", int, "members above which a room announces newcomers only when they first speak "
                         "(0: announce every join)"),
 )
@@ -352,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--irc-port", type=listen_port, metavar="PORT",
                        help="also speak IRC on this port, for irssi, weechat, HexChat... (0 picks a free one; "
                             "with --tls, IRC over TLS)")
+    serve.add_argument("--web-port", type=listen_port, metavar="PORT",
+                       help="also serve the chat page and WebSocket on this port, for browsers and phones "
+                            "(0 picks a free one; needs the 'web' extra)")
     add_redis_options(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -370,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where files you /accept are saved (default: the current folder)")
     chat.add_argument("--tls", action="store_true", help="connect with TLS, verifying the server")
     chat.add_argument("--cafile", help="trust this certificate authority (the lab's ca.pem); implies --tls")
+    chat.add_argument("--also", action="append", type=parse_address, metavar="HOST[:PORT]",
+                      help="another server of the same chat, to reconnect to if this one goes away (repeat)")
     chat.set_defaults(func=cmd_chat)
 
     certs = sub.add_parser("certs", help="make a lab certificate authority and a server certificate for TLS")

@@ -212,7 +212,7 @@ class ChatCore:
         write = self.history.flush_job()  # one commit per tick, of every message since the last
         if write is not None:
             out.append(Work(write, self._written, "writing history"))
-        self.files.expire(now)
+        self.files.expire(now, out=out)
         self.logins.keep_time(now, out)
         self.guard.keep_time(now, out)
         return out
@@ -288,8 +288,8 @@ class ChatCore:
                 if self.logins.checked(client, name, right, now, effects):
                     self._register(client, name, key, effects)
 
-            out.append(self._pause(client, verdict, checked, lambda: self.logins.cancel(client),
-                                   f"checking the password of {name}"))
+            self.logins.run(client, self._pause(client, verdict, checked, lambda: self.logins.cancel(client, now),
+                                                f"checking the password of {name}"), out)
 
     def _register(self, client: Client, name: str, key: str, out: Out) -> None:
         if key in self.members:

@@ -306,9 +306,14 @@ class Guard:
     def _check_clocks(self, client: Client, now: float, out: Out) -> None:
         limits, watch = self.limits, client.watch
         quiet = now - watch.last_heard
-        if client.name is None and limits.register_timeout and now - client.connected_at >= limits.register_timeout:
-            self.chat.close(client, "register_timeout",
-                            f"no name given within {limits.register_timeout:g} seconds; goodbye", now, out)
+        # A dialect may want a shorter deadline of its own (an HTTP request
+        # must arrive whole within seconds): the shorter of the two applies.
+        patience = limits.register_timeout
+        if patience and client.dialect.register_timeout is not None:
+            patience = min(patience, client.dialect.register_timeout)
+        if client.name is None and patience and now - client.connected_at >= patience:
+            self.chat.close(client, "register_timeout", f"no name given within {patience:g} seconds; goodbye",
+                            now, out)
         elif limits.idle_timeout and quiet >= limits.idle_timeout:
             self.chat.close(client, "idle", f"nothing heard from you for {limits.idle_timeout:g} seconds; goodbye",
                             now, out)

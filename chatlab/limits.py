@@ -77,6 +77,12 @@ HISTORY_PAGE = 100
 MAX_FILE_BYTES = 8 * MiB
 FILE_STORE_BYTES = 64 * MiB
 FILE_TTL = 600
+#: Seconds an upload may wait for its next chunk before it is dropped (a
+#: sender that stopped answering holds nothing for long), and uploads one
+#: client may have unfinished at once.  A client's offers, finished or not,
+#: may also add up to at most a quarter of the store (or one largest file).
+UPLOAD_TIMEOUT = 30
+UPLOADS_PER_USER = 2
 #: Members a room holds before it counts as large: someone who joins a large
 #: room is announced ("joined") only when they first speak in it, as in IRC's
 #: delayed-join channels.  Announcing every join to every member costs N
@@ -114,6 +120,8 @@ class Limits:
     max_file_bytes: int = MAX_FILE_BYTES
     file_store_bytes: int = FILE_STORE_BYTES
     file_ttl: float = FILE_TTL
+    upload_timeout: float = UPLOAD_TIMEOUT
+    uploads_per_user: int = UPLOADS_PER_USER
     large_room: int = LARGE_ROOM
 
     def __post_init__(self) -> None:
