@@ -27,10 +27,11 @@ from .procstat import raise_fd_limit
 from .report import headline, machine, verdicts
 from .targets import Target, TargetError, all_targets
 
-SCENARIOS = ("fanout", "latency", "many", "stalled", "scale", "joins")
+SCENARIOS = ("fanout", "latency", "load", "many", "stalled", "scale", "joins")
 # The relay is a yardstick: it has no chat rules, so "stalled" and "joins"
 # say nothing about it.
-RELAY_SCENARIOS = ("fanout", "latency", "many", "scale")
+RELAY_SCENARIOS = ("fanout", "latency", "load", "many", "scale")
+SUSTAINED = 0.95  # load: a target sustains an offered load if it delivers at least this share of it
 
 
 @dataclasses.dataclass
@@ -42,30 +43,37 @@ class Size:
     many_deliveries: int  # about R x x M per many-senders run
     latency_seconds: float  # open loop, at `rate` messages a second
     stalled_receivers: list[int]
-    scale_threads: int  # idle connections for thread-per-client servers
-    scale_event_loop: int  # ... and for one-thread event-loop servers
+    scale_threads: list[int]  # idle connections for thread-per-client servers (a curve: cost per client)
+    scale_event_loop: list[int]  # ... and for one-thread event-loop servers
     joins: list[int]  # registration-time curve, join notices on and off
     deadline: float  # seconds a run may take before it is cut short
+    loads: list[int]  # latency under load: offered deliveries a second (open loop)
+    load_receivers: int  # ... to this many receivers
+    load_seconds: float  # ... for this long each
     rate: float = 200.0  # latency: messages a second
     window: int = 1000  # messages a sender may be ahead of the slowest receiver
     min_messages: int = 20
     stall_fill: bool = True  # stalled: send enough to overflow the socket buffers (stall_messages)
-    repeats: int = 1  # fan-out, many-senders and latency runs: each reported as the median of this many
+    repeats: int = 1  # fan-out, many, latency, load and scale runs: each reported as the median of this many
 
 
 SIZES = {
     # Proves that everything works, in seconds: the test suite runs this.
     "tiny": Size(receivers=[10], fanout_deliveries=3_000, many_deliveries=3_000, latency_seconds=0.25,
-                 stalled_receivers=[10], scale_threads=50, scale_event_loop=100, joins=[25, 50],
-                 deadline=20.0, stall_fill=False),
+                 stalled_receivers=[10], scale_threads=[50], scale_event_loop=[50, 100], joins=[25, 50],
+                 deadline=20.0, loads=[2_000, 10_000], load_receivers=10, load_seconds=0.25, stall_fill=False),
     # A minute or two: the notebook's default.
     "small": Size(receivers=[10, 100], fanout_deliveries=400_000, many_deliveries=200_000, latency_seconds=1.0,
-                  stalled_receivers=[100], scale_threads=1_000, scale_event_loop=2_000, joins=[100, 200, 400],
-                  deadline=60.0),
-    # The figures in docs/performance.md.
+                  stalled_receivers=[100], scale_threads=[1_000], scale_event_loop=[1_000, 4_000],
+                  joins=[100, 200, 400], deadline=60.0, loads=[30_000, 100_000, 300_000], load_receivers=100,
+                  load_seconds=1.0),
+    # The figures in docs/performance.md.  19,000 idle clients: the most one
+    # process can hold here (a hard limit of 20,000 open files, root or not).
     "full": Size(receivers=[10, 100, 1000], fanout_deliveries=4_000_000, many_deliveries=2_000_000,
-                 latency_seconds=3.0, stalled_receivers=[100], scale_threads=1_000, scale_event_loop=10_000,
-                 joins=[250, 500, 1000, 2000, 4000], deadline=120.0, repeats=3),
+                 latency_seconds=3.0, stalled_receivers=[100], scale_threads=[1_000],
+                 scale_event_loop=[1_000, 5_000, 10_000, 19_000], joins=[250, 500, 1000, 2000, 4000],
+                 deadline=120.0, loads=[30_000, 100_000, 300_000, 1_000_000, 2_000_000], load_receivers=100,
+                 load_seconds=3.0, repeats=3),
 }
 
 JOIN_CURVE_STOP = 20.0  # seconds: a longer registration ends that target's join curve
@@ -144,8 +152,8 @@ def plan(size: Size, targets: list[Target], scenarios: list[str],
                     for notices in ("all", "default"):
                         runs.append(dict(target=target, scenario=scenario, repeat=repeat, notices=notices, **params))
                 elif scenario == "scale":
-                    n = size.scale_event_loop if target.event_loop else size.scale_threads
-                    runs.append(dict(target=target, scenario=scenario, repeat=repeat, connections=n))
+                    for n in size.scale_event_loop if target.event_loop else size.scale_threads:
+                        runs.append(dict(target=target, scenario=scenario, repeat=repeat, connections=n))
                 else:
                     runs.append(dict(target=target, scenario=scenario, repeat=repeat, **params))
 
@@ -161,20 +169,23 @@ def plan(size: Size, targets: list[Target], scenarios: list[str],
         elif scenario == "latency":
             for r in rs:
                 each("latency", size.repeats, receivers=r)
+        elif scenario == "load":
+            for offered in size.loads:
+                each("load", size.repeats, receivers=size.load_receivers, offered=offered)
         elif scenario == "stalled":
             for r in (receivers or size.stalled_receivers):
                 m = max(size.min_messages, size.fanout_deliveries // r)
                 each("stalled", size.repeats, receivers=r,
                      messages=messages or (stall_messages() if size.stall_fill else m))
         elif scenario == "scale":
-            each("scale")
+            each("scale", size.repeats)
         elif scenario == "joins":
             for n in size.joins:
                 each("joins", connections=n)
     return runs
 
 
-KEY = ("target", "scenario", "receivers", "connections", "notices")
+KEY = ("target", "scenario", "receivers", "connections", "notices", "offered")
 
 
 def _key(record: dict[str, Any]) -> tuple:
@@ -198,6 +209,19 @@ def execute(run: dict[str, Any], size: Size, previous: list[dict[str, Any]]) -> 
     elif scenario == "latency":
         result = measure(target, "latency", {**base, "receivers": run["receivers"], "rate": size.rate,
                                              "duration": size.latency_seconds})
+    elif scenario == "load":
+        # The latency scenario again, at a fixed offered load: messages a
+        # second = deliveries a second / receivers, sent on schedule whatever
+        # the server does (an open loop), so a server that cannot keep up
+        # shows it as latency growing through the run.
+        offered = run["offered"]
+        result = measure(target, "latency", {**base, "receivers": run["receivers"], "rate": offered / run["receivers"],
+                                             "duration": size.load_seconds, "grace": 2 + size.load_seconds})
+        result["rate"] = offered / run["receivers"]  # messages a second, as sent
+        if result.get("achieved") is not None:
+            result["sustained"] = bool(result.get("completed")) and result["achieved"] >= SUSTAINED * offered
+        if result.get("server_cpu_s") is not None and result.get("seconds"):
+            result["server_cpu_share"] = result["server_cpu_s"] / result["seconds"]  # of one core
     elif scenario == "stalled":
         spec = {**base, "receivers": run["receivers"], "messages": run["messages"]}
         without = measure(target, "fanout", spec)
@@ -258,9 +282,14 @@ def _median(records: list[dict[str, Any]]) -> dict[str, Any]:
         median["runs"] = {"without": [r.get("rate") for r in withouts], "with": [r.get("rate") for r in withs]}
         return median
     fields: tuple[str, ...]
-    if scenario == "latency":
+    if scenario in ("latency", "load"):
         ordered = sorted(done, key=lambda r: (r.get("p99_ms") is None, r.get("p99_ms") or 0))
         fields = ("completed", "p50_ms", "p99_ms", "max_ms", "lost", "load")
+        if scenario == "load":
+            fields += ("achieved", "sustained", "server_cpu_share")
+    elif scenario in ("scale", "joins"):
+        ordered = sorted(done, key=lambda r: (not r.get("completed"), r.get("seconds") or 0))
+        fields = ("completed", "seconds", "bytes_per_connection", "server_cpu_s", "load")
     else:
         ordered = sorted(done, key=lambda r: (bool(r.get("completed")), r.get("rate") or 0))
         fields = ("completed", "rate", "server_cpu_per_delivery_us", "seconds", "load")
@@ -336,7 +365,7 @@ def run_benchmark(
             chosen.append(known[name])
     # Every connection is a file descriptor, in the generator and in the
     # server: raise the limit as far as allowed (children inherit it).
-    wanted = max(config.scale_event_loop, config.scale_threads, max(config.joins)) + 2000
+    wanted = max(*config.scale_event_loop, *config.scale_threads, *config.joins) + 200
     limit = raise_fd_limit(wanted)
     if limit < wanted:
         notes.append(f"open-file limit {limit} (below the {wanted} wanted): the largest scale runs may fail")
@@ -359,6 +388,8 @@ def run_benchmark(
         "seconds": time.monotonic() - started,
         "config": {"scenarios": scenarios, "targets": [t.name for t in chosen], "window": config.window,
                    "repeats": config.repeats, "rate": config.rate, "latency_seconds": config.latency_seconds,
+                   "loads": config.loads, "load_receivers": config.load_receivers,
+                   "load_seconds": config.load_seconds,
                    "message_bytes": 100, "generator": "one selectors loop, lines mode (Redis: RESP)"},
         "records": records,
         "notes": notes,

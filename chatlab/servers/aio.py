@@ -30,6 +30,11 @@ A broadcast that awaited each peer's ``drain()`` in turn would wait for the
 slowest reader in the room: one closed laptop lid would freeze everyone.
 Here a broadcast only *appends* to each queue, which never waits; a client
 whose queue would pass ``limits.outbox_bytes`` is dropped as too slow (shell.py).
+
+What an idle client costs is what it holds while it waits: two suspended
+tasks, a stream pair, a future for each to wait on -- about 8 KB, against
+a thread's stack of many times that.  Nothing more is kept while it waits
+(not even the last message sent: docs/performance.md measured it).
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ import asyncio
 import logging
 import socket
 import threading
-from collections import deque
 from typing import Any, Callable
 
 from ..effects import ClientId, Effect, Work
@@ -52,27 +56,32 @@ log = logging.getLogger("chatlab.server")
 class TaskChannel(Channel):
     """One client: its stream, its outbound queue, and the tasks that serve it."""
 
-    __slots__ = ("reader", "writer", "queue", "has_data", "peer_closed")
+    __slots__ = ("reader", "writer", "queue", "wakeup", "peer_closed")
 
     def __init__(self, cid: ClientId, peer: str, sock: socket.socket, transport: Transport):
         super().__init__(cid, peer, sock, transport)
         # The streams, once the reader task has made them (see AsyncioServer._serve).
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self.queue: deque[bytes] = deque()  # queued for this client, not yet written
-        self.has_data = asyncio.Event()  # wakes the writer task
-        self.peer_closed = asyncio.Event()  # the reader saw the end of the stream
+        self.queue: list[bytes] = []  # queued for this client, not yet written
+        # The writer's wake-up call: a future it awaits while it has nothing
+        # to send, and the reader's news that the peer closed its side.  (An
+        # asyncio.Event would do as well, with a queue of waiters each: at
+        # ten thousand idle clients, plain futures are a kilobyte each less.)
+        self.wakeup: asyncio.Future[None] | None = None
+        self.peer_closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def push(self, data: bytes) -> None:
         if not self.queue:
-            self.has_data.set()
+            self.wake()
         self.queue.append(data)
 
     def wake(self) -> None:
-        self.has_data.set()
+        if self.wakeup is not None and not self.wakeup.done():
+            self.wakeup.set_result(None)
 
     def close_soon(self) -> None:
-        self.has_data.set()  # the writer sends what is queued, then closes
+        self.wake()  # the writer sends what is queued, then closes
 
     def abort(self) -> None:
         self.queue.clear()
@@ -82,7 +91,7 @@ class TaskChannel(Channel):
             self.writer.transport.abort()
         else:
             self.sock.close()  # cut off before its streams were made
-        self.has_data.set()
+        self.wake()
 
 
 class AsyncioServer(Shell):
@@ -271,7 +280,8 @@ class AsyncioServer(Shell):
             self.failed(channel)  # a bug while serving one client: that client alone
             reason = "server_error"
         finally:
-            channel.peer_closed.set()
+            if not channel.peer_closed.done():
+                channel.peer_closed.set_result(None)
             try:
                 self.ended(channel, reason)  # nothing if the core closed it first
             except Exception:
@@ -294,19 +304,20 @@ class AsyncioServer(Shell):
                 if channel.queue or transport.wants_to_write:
                     # Everything queued since the last write goes as one: one
                     # system call, and fewer, fuller TCP segments.
-                    plain = b"".join(channel.queue)
-                    channel.queue.clear()
+                    plain, channel.queue = b"".join(channel.queue), []
                     writer.write(transport.output() + transport.send(plain) if plain else transport.output())
                     # Waits only while this client is not reading: only
                     # this client's writer waits, nobody else.
                     await writer.drain()
                     channel.sent += len(plain)
+                    del plain  # not kept while the writer waits: an idle client would hold its last message
                 elif channel.closing:
                     await self._close_gracefully(channel)
                     return
                 else:
-                    channel.has_data.clear()
-                    await channel.has_data.wait()
+                    channel.wakeup = asyncio.get_running_loop().create_future()
+                    await channel.wakeup
+                    channel.wakeup = None
         except OSError:
             pass  # the peer went away; the reader task notices
         finally:
@@ -325,7 +336,7 @@ class AsyncioServer(Shell):
             # send a reset that can destroy the goodbye we just sent.
             if writer.can_write_eof():
                 writer.write_eof()
-            await asyncio.wait_for(channel.peer_closed.wait(), LINGER)
+            await asyncio.wait_for(channel.peer_closed, LINGER)
         except asyncio.TimeoutError:
             log.info("%s: did not take its last bytes or close its side within %.0f s; closing anyway",
                      channel.peer, LINGER)
