@@ -492,6 +492,8 @@ class ChatCore:
         """
         # ``found``: the limit + 1 messages the backplane read from a shared history (backplane/shared.py).
         rows = found if found is not None else self.history.page(room.key, limit + 1, before, since) if limit > 0 else []
+        if not rows and not always:
+            return  # nothing said there (yet): no empty page to send
         more = len(rows) > limit
         rows = rows[:limit] if since is not None else rows[len(rows) - limit:] if more else rows
         answer: dict[str, Any] = {"type": "history", "room": room.name, "messages": []}

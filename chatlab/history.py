@@ -56,6 +56,9 @@ class History:
         self.db.executescript(SCHEMA)
         self.db.commit()
         self._said: list[Row] = []  # said since the last flush (the chat's thread only)
+        # Rooms where anything was ever said: a join to a room that has no
+        # history (every new room, a benchmark's lobby) costs no query.
+        self._spoken: set[str] = {room for (room,) in self.db.execute("SELECT DISTINCT room FROM messages")}
         self._writing: list[list[Row]] = []  # batches handed to a writer, not yet committed
 
     def last_id(self) -> int:
@@ -65,6 +68,7 @@ class History:
 
     def append(self, room: str, message: dict[str, Any]) -> None:
         self._said.append((message["id"], room, message["room"], message["ts"], message["from"], message["text"]))
+        self._spoken.add(room)
 
     def flush_job(self) -> Callable[[], int] | None:
         """The messages said since the last flush, as a job that writes them (None: nothing to write)."""
@@ -106,7 +110,7 @@ class History:
         # "everything", not an overflow that could crash the server.
         below = 1 << 62 if before is None else max(-(1 << 62), min(before, 1 << 62))
         above = -(1 << 62) if since is None else max(-(1 << 62), min(since, 1 << 62))
-        if limit <= 0:
+        if limit <= 0 or room not in self._spoken:
             return []
         query = ("SELECT id, room, room_name, ts, sender, text FROM messages WHERE room = ? AND id < ? AND id > ?"
                  f" ORDER BY id {'ASC' if since is not None else 'DESC'} LIMIT ?")
