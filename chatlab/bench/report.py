@@ -179,7 +179,8 @@ def verdicts(records: list[Record]) -> list[Record]:
     if not loops:
         verdict("scale (event loop)", None, "needs the scale scenario for an event-loop model")
     else:
-        r = min(loops, key=lambda r: (-r["connections"], r["seconds"]))
+        # The run of 10,000 (the target's size) if there is one, else the largest.
+        r = min(loops, key=lambda r: (r["connections"] != 10_000, -r["connections"], r["seconds"]))
         per = r.get("bytes_per_connection")
         met = r["seconds"] < 3 and per is not None and per <= 10 * 1024
         verdict("scale (event loop)", met if r["connections"] >= 10_000 else None,
@@ -194,6 +195,104 @@ def verdicts(records: list[Record]) -> list[Record]:
                 f"threads: {threads['connections']:,} registered in {num(threads.get('seconds'))} s, "
                 f"{num(threads.get('bytes_per_connection') and threads['bytes_per_connection'] / 1024, '{:.1f}')}"
                 " KB per connection (target: 1,000)")
+    return out
+
+
+def verdicts_17(records: list[Record]) -> list[Record]:
+    """Issue 17's targets: each met, not met, or not measured (None), with its figures."""
+    out: list[Record] = []
+
+    def verdict(target: str, met: bool | None, detail: str) -> None:
+        out.append({"target": target, "met": met, "detail": detail})
+
+    def value(target: str, scenario: str, field: str, **match: Any) -> float | None:
+        return ok(one(records, target=target, scenario=scenario, **match), field)
+
+    # Server CPU per delivery against Redis's, fan-out at R = 100.
+    redis_cpu = value("redis", "fanout", "server_cpu_per_delivery_us", receivers=100)
+    for model, most in (("threads", 4.0), ("selectors", 1.3)):
+        cpu = value(model, "fanout", "server_cpu_per_delivery_us", receivers=100)
+        if cpu is None or redis_cpu is None:
+            verdict(f"{model}: CPU per delivery", None, f"needs fan-out at R=100 for {model} and for Redis")
+        else:
+            verdict(f"{model}: CPU per delivery", cpu <= most * redis_cpu,
+                    f"{cpu:.3f} µs = {cpu / redis_cpu:.2f}x Redis's {redis_cpu:.3f} µs at R=100 "
+                    f"(target: at most {most:g}x)")
+
+    # threads: at least naive's throughput at R = 1000 (one sender) and with 100 senders.
+    for scenario, receivers, what in (("fanout", 1000, "one sender, R=1000"), ("many", 100, "100 senders")):
+        rate = value("threads", scenario, "rate", receivers=receivers)
+        naive = value("naive", scenario, "rate", receivers=receivers)
+        if rate is None or naive is None:
+            run = one(records, target="threads", scenario=scenario, receivers=receivers)
+            cut = run is not None and not run.get("completed")
+            verdict(f"threads: throughput ({what})", False if cut and naive else None,
+                    "threads was cut short" if cut else f"needs {scenario} at R={receivers} for threads and naive")
+        else:
+            verdict(f"threads: throughput ({what})", rate >= naive,
+                    f"{rate_text(rate)}/s = {rate / naive:.1f}x naive's {rate_text(naive)}/s")
+
+    # Latency under load: p99 at most 2x Redis's at every load Redis sustains.
+    loads = find(records, scenario="load")
+    sustained = {r["offered"]: r for r in loads if r["target"] == "redis" and r.get("sustained")}
+    for model in chatlab_models(records):
+        own = {r["offered"]: r for r in loads if r["target"] == model}
+        if not sustained or not own:
+            verdict(f"{model}: latency under load", None, "needs the load scenario for this model and Redis")
+            continue
+        parts, met = [], True
+        for offered, redis in sorted(sustained.items()):
+            r = own.get(offered)
+            p99, redis_p99 = (r or {}).get("p99_ms"), redis["p99_ms"]
+            if r is None or p99 is None or not r.get("completed"):
+                parts.append(f"{rate_text(offered)}/s: no result")
+                met = False
+                continue
+            met = met and bool(p99 <= 2 * redis_p99)
+            parts.append(f"{rate_text(offered)}/s: {p99:.1f} ms = {p99 / redis_p99:.1f}x")
+        receivers = next(iter(own.values()))["receivers"]
+        verdict(f"{model}: latency under load", met if receivers >= 100 else None,
+                f"p99 against Redis's at R={receivers}, at each load Redis sustained (target: at most 2x, "
+                "R=100): " + "; ".join(parts))
+
+    # Memory: asyncio at most 10 KB per idle registered client, at every size measured.
+    scale = [r for r in find(records, scenario="scale") if r.get("completed")]
+    aio = sorted((r for r in scale if r["target"] == "asyncio"), key=lambda r: r["connections"])
+    if not aio:
+        verdict("asyncio: memory per idle client", None, "needs the scale scenario for asyncio")
+    else:
+        each = [r.get("bytes_per_connection") or 0 for r in aio]
+        # Below a thousand clients, what the server holds anyway dominates the figure.
+        verdict("asyncio: memory per idle client", max(each) <= 10 * 1024 if aio[-1]["connections"] >= 1000 else None,
+                ", ".join(f"{r['connections']:,}: {b / 1024:.1f} KB" for r, b in zip(aio, each))
+                + " (target: at most 10 KB)")
+
+    # Scale: 19,000 idle clients on selectors in at most 1.5x Redis's time, at most 3 KB each.
+    biggest = max((r["connections"] for r in scale if r["target"] == "selectors"), default=None)
+    sel = one(scale, target="selectors", connections=biggest) if biggest else None
+    red = one(scale, target="redis", connections=biggest) if biggest else None
+    if biggest is None or sel is None or red is None:
+        verdict("selectors: scale", None, "needs the scale scenario for selectors and Redis")
+    else:
+        per = sel.get("bytes_per_connection") or 0
+        met = sel["seconds"] <= 1.5 * red["seconds"] and per <= 3 * 1024
+        verdict("selectors: scale", met if biggest >= 19_000 else None,
+                f"{biggest:,} registered in {sel['seconds']:.2f} s = {sel['seconds'] / red['seconds']:.2f}x Redis's "
+                f"{red['seconds']:.2f} s, {per / 1024:.1f} KB each (target: 19,000, at most 1.5x, at most 3 KB)")
+
+    # And the cost per client stays flat from the smallest size to the largest.
+    for model in ("selectors", "asyncio"):
+        runs = sorted((r for r in scale if r["target"] == model), key=lambda r: r["connections"])
+        if len(runs) < 2:
+            verdict(f"{model}: flat cost per client", None, "needs the scale scenario at two sizes or more")
+            continue
+        small, large = runs[0], runs[-1]
+        time_ratio = (large["seconds"] / large["connections"]) / (small["seconds"] / small["connections"])
+        memory_ratio = (large.get("bytes_per_connection") or 0) / max(1.0, small.get("bytes_per_connection") or 0)
+        span = small["connections"] <= 1000 and large["connections"] >= 19_000
+        verdict(f"{model}: flat cost per client", time_ratio <= 1.5 and memory_ratio <= 1.5 if span else None,
+                f"from {small['connections']:,} to {large['connections']:,}: time per client x{time_ratio:.2f}, "
+                f"memory per client x{memory_ratio:.2f} (flat: each at most x1.5, from 1,000 to 19,000)")
     return out
 
 
@@ -269,6 +368,28 @@ def text_report(result: Record) -> str:
         lines += _grid(f"Latency at {num(rate, '{:.0f}')} messages/s: p50 / p99 / max, ms",
                        ["target", *[f"R={n}" for n in rs]], rows)
 
+    loads = find(records, scenario="load")
+    if loads:
+        offered = sorted({r["offered"] for r in loads})
+        rows = []
+        for t in names:
+            row = [_label(t)]
+            for n in offered:
+                r = one(records, target=t, scenario="load", offered=n)
+                if r is None:
+                    row.append("")
+                elif r.get("p50_ms") is None:
+                    row.append("failed")
+                else:
+                    share = num(r.get("server_cpu_share") and 100 * r["server_cpu_share"], "{:.0f}%")
+                    mark = "" if r.get("sustained") else " (fell behind)"
+                    row.append(f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms, {share}{mark}")
+            if any(row[1:]):
+                rows.append(row)
+        lines += _grid(f"Latency under load, R={loads[0]['receivers']}, open loop: p50 / p99, server CPU "
+                       "(% of one core), at each offered load (deliveries/s)",
+                       ["target", *[f"{rate_text(n)}/s" for n in offered]], rows)
+
     stalled = find(records, scenario="stalled")
     if stalled:
         rows = [[r["target"], str(r["receivers"]), f"{rate_text(r.get('rate_without'))}/s",
@@ -283,10 +404,11 @@ def text_report(result: Record) -> str:
     if scale:
         rows = [[_label(r["target"]), f"{r['connections']:,}",
                  f"{r['seconds']:.2f} s" if r.get("completed") else "failed",
+                 f"{r['seconds'] / r['connections'] * 1e6:.0f} µs" if r.get("completed") else "",
                  num(r.get("bytes_per_connection") and r["bytes_per_connection"] / 1024, "{:.1f} KB"),
                  r.get("error", "")] for r in scale]
         lines += _grid("Scale: idle registered connections: time to register them all, server memory each",
-                       ["target", "N", "time", "memory/conn", ""], rows)
+                       ["target", "N", "time", "per client", "memory/conn", ""], rows)
 
     joins = find(records, scenario="joins")
     if joins:
@@ -311,12 +433,13 @@ def text_report(result: Record) -> str:
                        ["model", "CPU/delivery", "vs naive", "vs Redis", "delivered", "vs naive", "vs Redis"],
                        rows)
 
-    checks = result.get("verdicts") or []
-    if checks:
-        lines += ["", "Targets (issue 7):"]
-        for v in checks:
-            mark = {True: "met    ", False: "NOT MET", None: "n/a    "}[v["met"]]
-            lines.append(f"  {mark} {v['target']}: {v['detail']}")
+    for issue, field in ((7, "verdicts"), (17, "verdicts_17")):
+        checks = result.get(field) or []
+        if checks:
+            lines += ["", f"Targets (issue {issue}):"]
+            for v in checks:
+                mark = {True: "met    ", False: "NOT MET", None: "n/a    "}[v["met"]]
+                lines.append(f"  {mark} {v['target']}: {v['detail']}")
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from .loadgen import MESSAGE_SIZE
 from .procstat import raise_fd_limit
-from .report import headline, machine, verdicts
+from .report import headline, machine, verdicts, verdicts_17
 from .targets import Target, TargetError, all_targets
 
 SCENARIOS = ("fanout", "latency", "load", "many", "stalled", "scale", "joins")
@@ -396,4 +396,5 @@ def run_benchmark(
     }
     result["headline"] = headline(records)
     result["verdicts"] = verdicts(records)
+    result["verdicts_17"] = verdicts_17(records)
     return result
