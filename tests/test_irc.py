@@ -387,3 +387,11 @@ def test_parse_may_answer_by_itself():
     dialect = IrcDialect(Limits())
     assert isinstance(dialect.parse(b"PING :x"), Reply)
     assert dialect.parse(b"PONG :x") == {"type": "pong"}
+
+
+def test_quit_is_heard_even_over_the_rate_limit():
+    room = Room(limits=Limits(rate_limit=1, rate_burst=3, flood_limit=0))
+    room.irc(1)  # NICK and USER spent two of the three
+    got = room.send(1, b"PRIVMSG #lobby :a\r\nPRIVMSG #lobby :b\r\nQUIT\r\n")
+    assert [words(x)[1] for x in got] == ["NOTICE", "ERROR"]  # b was dropped; the QUIT was not
+    assert room.driver.closed[1] == "quit"

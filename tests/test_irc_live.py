@@ -303,6 +303,23 @@ def test_chatlab_serve_irc_port_prints_the_port_and_serves_it(tmp_path):
         proc.stderr.close()
 
 
+def test_chatlab_serve_irc_port_tls_speaks_tls_on_the_irc_port(pki):
+    proc = subprocess.Popen([sys.executable, "-m", "chatlab", "serve", "--port", "0", "--irc-port", "0", "--tls",
+                             "--cert", str(pki["cert"]), "--key", str(pki["key"])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[1].startswith("IRC over TLS on 127.0.0.1:"), lines
+        port = int(lines[1].split(":")[1].split()[0])
+        with IrcPeer(("127.0.0.1", port), tls=client_context(pki["ca"])) as bob:
+            assert bob.register("bob")[0][1] == "001"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
 # ------------------------------------------------------------ irssi, a real IRC program
 
 
