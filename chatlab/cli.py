@@ -106,8 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # And Ctrl+C must work even when the parent started us with SIGINT
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    options["listeners"] = irc_listeners(args, options.get("tls"))
     try:
+        options["listeners"] = irc_listeners(args, options.get("tls"))
         server = make_server(args.model, args.host, args.port, limits, **options)
         server.start()
     except (ServerError, ValueError) as exc:
@@ -148,10 +148,11 @@ def irc_listeners(args: argparse.Namespace, tls: Any) -> tuple[Any, ...]:
     """``--irc-port``: a port speaking IRC (chatlab/dialects/irc.py), TLS too if the main port has it."""
     if args.irc_port is None:
         return ()
-    from .dialects.irc import IrcDialect
+    from .dialects.irc import SERVER, IrcDialect
     from .servers import Listener
 
-    return (Listener("irc", args.host, args.irc_port, IrcDialect, tls),)
+    dialect = IrcDialect if args.irc_name == SERVER else IrcDialect.named(args.irc_name)
+    return (Listener("irc", args.host, args.irc_port, dialect, tls),)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -360,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--irc-port", type=listen_port, metavar="PORT",
                        help="also speak IRC on this port, for irssi, weechat, HexChat... (0 picks a free one; "
                             "with --tls, IRC over TLS)")
+    serve.add_argument("--irc-name", default="chatlab.server", metavar="NAME",
+                       help="what the IRC port calls its server in replies (default %(default)s)")
     add_redis_options(serve)
     serve.set_defaults(func=cmd_serve)
 

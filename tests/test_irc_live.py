@@ -286,14 +286,17 @@ def test_the_irc_library_gets_433_and_can_take_a_password_over_tls(start_server,
 
 
 def test_chatlab_serve_irc_port_prints_the_port_and_serves_it(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "chatlab", "serve", "--port", "0", "--irc-port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "chatlab", "serve", "--port", "0", "--irc-port", "0",
+                             "--irc-name", "My.Little.Server"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(2)]
         assert "listening on" in lines[0] and lines[1].startswith("IRC on 127.0.0.1:"), lines
         port = int(lines[1].split(":")[1].split()[0])
         with IrcPeer(("127.0.0.1", port)) as bob:
-            bob.register("bob")
+            assert bob.register("bob")[0][0] == "My.Little.Server"  # the name the server was given
+            bob.send("PING :abc")
+            assert bob.expect("PONG")[:3] == ("My.Little.Server", "PONG", ["My.Little.Server", "abc"])
             bob.send("QUIT")
             assert bob.expect_closed()[-1][1] == "ERROR"
     finally:
@@ -301,6 +304,12 @@ def test_chatlab_serve_irc_port_prints_the_port_and_serves_it(tmp_path):
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_chatlab_serve_refuses_a_server_name_irc_cannot_carry():
+    done = subprocess.run([sys.executable, "-m", "chatlab", "serve", "--port", "0", "--irc-port", "0",
+                           "--irc-name", "my server"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "cannot be a server name" in done.stderr
 
 
 def test_chatlab_serve_irc_port_tls_speaks_tls_on_the_irc_port(pki):
