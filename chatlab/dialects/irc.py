@@ -354,7 +354,8 @@ class IrcDialect(Framed):
         return {"type": "pong"}  # the answer to the server's keep-alive PING
 
     def _quit(self, command: Command) -> Message:
-        return {"type": "bye"}
+        reason = command.param(0)
+        return {"type": "bye", "text": reason} if reason else {"type": "bye"}  # the rooms see the reason
 
     # Chat.
 
@@ -394,7 +395,8 @@ class IrcDialect(Framed):
             return self._needs_more(command)
         if not target.startswith("#"):
             return self._reply(ERR_NOSUCHCHANNEL, target[:64], trailing="No such channel")
-        return {"type": "leave", "room": room_of(target)}
+        reason = command.param(1)
+        return {"type": "leave", "room": room_of(target), **({"text": reason} if reason else {})}
 
     def _rooms(self, command: Command) -> Message:
         return {"type": "rooms"}  # NAMES and LIST: every room and its members, filtered in encode
@@ -462,7 +464,7 @@ class IrcDialect(Framed):
                                                                                     count=msg.get("count"))
         if kind == "left" and msg.get("reason") == "left":  # the answer to our PART
             self.channels.pop(name_key(msg["room"]), None)
-            return irc_line(mask(msg["name"]), "PART", channel(msg["room"]), trailing=self.nick)
+            return self.encode_shared(msg)
         if kind == "users":
             return self._users_answer(msg)
         if kind == "rooms":
@@ -490,10 +492,12 @@ class IrcDialect(Framed):
             return privmsg(mask(msg["from"]), channel(msg["room"]), msg["text"])
         if kind == "joined":
             return irc_line(mask(msg["name"]), "JOIN", channel(msg["room"]))
-        if kind == "left":
+        if kind == "left":  # with the leaver's own words, if it gave some (RFC 2812: else the nick, or "Quit")
+            said = msg.get("text")
             if msg["reason"] == "left":
-                return irc_line(mask(msg["name"]), "PART", channel(msg["room"]), trailing=irc_nick(msg["name"]))
-            return irc_line(mask(msg["name"]), "QUIT", trailing=QUIT_REASONS.get(msg["reason"], msg["reason"]))
+                return irc_line(mask(msg["name"]), "PART", channel(msg["room"]), trailing=said or irc_nick(msg["name"]))
+            why = QUIT_REASONS.get(msg["reason"], msg["reason"])
+            return irc_line(mask(msg["name"]), "QUIT", trailing=f"{why}: {said}" if said else why)
         # Anything else the chat may say to a room reads as a notice from the server.
         return b"".join(irc_line(cls.server, "NOTICE", "*", trailing=piece.decode("utf-8"))
                         for piece in fit(render_line(msg).replace("\n", " "), _budget(cls.server, "NOTICE", "*")))
