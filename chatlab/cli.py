@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 from pathlib import Path
 import signal
+import ssl
 import sys
-from typing import Any
 
-from . import __version__
+from . import __version__, serverlog
 from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
 from .limits import Limits
-from .servers import DEFAULT_HOST, DEFAULT_PORT, MODELS, ServerError, format_address, make_server
+from .servers import DEFAULT_HOST, DEFAULT_PORT, MODELS, Listener, ServerError, format_address, make_server
 
 
 def parse_address(text: str | None, default_host: str = DEFAULT_HOST) -> tuple[str, int]:
@@ -52,20 +51,8 @@ def listen_port(text: str) -> int:
     return number
 
 
-def setup_logging(log_file: str | None, verbose: bool) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-    root = logging.getLogger("chatlab")
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log, args.verbose)
+    serverlog.setup(args.log, args.verbose, messages=not args.no_message_log)
     try:
         limits = Limits(outbox_bytes=args.outbox_bytes, **{field: getattr(args, field) for field, _, _ in LIMIT_OPTIONS})
         accounts = Accounts.load(args.users, required=not args.guests) if args.users else None
@@ -76,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("chatlab serve: --guests only makes sense with --users FILE", file=sys.stderr)
         return 2
     options: dict[str, object] = {"db": args.db, "accounts": accounts}
+    tls: ssl.SSLContext | None = None
     if args.redis:
         if args.db:
             print("chatlab serve: --db and --redis: with Redis, the history lives in Redis (docs/scaling.md)",
@@ -95,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .tls import server_context
 
         try:
-            options["tls"] = server_context(args.cert, args.key)
+            options["tls"] = tls = server_context(args.cert, args.key)
         except (OSError, ValueError) as exc:
             print(f"chatlab serve: cannot load the TLS certificate {args.cert} and key {args.key}: {exc}. "
                   "Make a lab set with 'chatlab certs'.", file=sys.stderr)
@@ -107,7 +95,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        options["listeners"] = irc_listeners(args, options.get("tls"))
+        web = web_listeners(args, tls)
+    except ImportError as exc:
+        print(f"chatlab serve: --web-port needs the 'web' extra ({exc.name} is missing): "
+              "pip install 'chatlab[web]'", file=sys.stderr)
+        return 1
+    try:
+        options["listeners"] = irc_listeners(args, tls) + web  # (a server name IRC cannot carry: ValueError)
         server = make_server(args.model, args.host, args.port, limits, **options)
         server.start()
     except (ServerError, ValueError) as exc:
@@ -132,6 +126,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.host in ("0.0.0.0", "::"):
             print("Listening on every interface: others on your network can join with "
                   "'chatlab chat YOUR-IP:%d'. Your firewall may ask to allow it." % server.address[1], flush=True)
+        if args.web_port is not None:
+            print_web_urls(args.host, server.addresses["web"][1], args.tls)
         if accounts is not None:
             who = "names with an account need its password" if args.guests else "every name needs an account"
             print(f"{len(accounts.entries)} accounts from {args.users}: {who}.", flush=True)
@@ -144,15 +140,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def irc_listeners(args: argparse.Namespace, tls: Any) -> tuple[Any, ...]:
+def irc_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple[Listener, ...]:
     """``--irc-port``: a port speaking IRC (chatlab/dialects/irc.py), TLS too if the main port has it."""
     if args.irc_port is None:
         return ()
     from .dialects.irc import SERVER, IrcDialect
-    from .servers import Listener
 
     dialect = IrcDialect if args.irc_name == SERVER else IrcDialect.named(args.irc_name)
     return (Listener("irc", args.host, args.irc_port, dialect, tls),)
+
+
+def web_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple[Listener, ...]:
+    """``--web-port``: the chat page over HTTP, then the chat over WebSocket (chatlab/dialects/web.py).
+
+    With ``--tls`` it is https and wss, with the same certificate as the main port.
+    """
+    if args.web_port is None:
+        return ()
+    return (web_listener(args.host, args.web_port, tls),)
+
+
+def web_listener(host: str, port: int, tls: ssl.SSLContext | None = None) -> Listener:
+    """A Listener for a web port: its dialect knows whether the page's origin is https."""
+    from functools import partial
+
+    from .dialects.web import WebPort
+
+    return Listener("web", host, port, partial(WebPort, secure=tls is not None), tls=tls)
+
+
+def print_web_urls(host: str, port: int, secure: bool) -> None:
+    """Say where the page is; for a classroom (every interface), on each LAN address, and as a QR code."""
+    from .weblink import EVERYWHERE, page_urls, print_qr
+
+    urls = page_urls(host, port, secure)
+    print(f"Chat in a browser: {urls[0]}", flush=True)
+    for more in urls[1:]:
+        print(f"               or: {more}", flush=True)
+    if host in EVERYWHERE:
+        print("Scan with a phone on the same network:", flush=True)
+        print_qr(urls[0], sys.stdout)
+        sys.stdout.flush()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -164,7 +192,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     host, port = args.address
     return run(host, port, args.name, downloads=args.downloads, tls=args.tls or bool(args.cafile),
-               cafile=args.cafile)
+               cafile=args.cafile, also=tuple(args.also or ()))
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -198,9 +226,13 @@ LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("accept_burst", int, "the burst of new connections from one address"),
     ("rate_limit", float, "messages a second from one client, after a burst (0: no limit)"),
     ("rate_burst", int, "the burst of messages from one client"),
+    ("relay_rate", float, "bytes of text a second one address may have relayed, after a burst (0: no limit)"),
+    ("relay_burst", int, "the burst of bytes of text from one address"),
     ("flood_limit", int, "messages refused for rate, in one flood, before disconnecting (0: never)"),
     ("auth_delay", float, "seconds before a wrong password is answered (0: at once)"),
     ("auth_tries", int, "wrong passwords before the connection is closed (0: no limit)"),
+    ("upload_timeout", float, "seconds an upload may wait for its next chunk before it is dropped (0: never)"),
+    ("uploads_per_user", int, "uploads one client may have unfinished at once (0: no limit)"),
     ("large_room", int, "members above which a room announces newcomers only when they first speak "
                         "(0: announce every join)"),
 )
@@ -342,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", choices=sorted(MODELS), default="threads",
                        help="concurrency model (default %(default)s)")
     serve.add_argument("--log", metavar="FILE", help="also write the log to FILE")
+    serve.add_argument("--no-message-log", action="store_true",
+                       help="do not log each chat message (connections, registrations, disconnections and "
+                            "errors are still logged): the one log line that grows with the traffic")
     serve.add_argument("--db", metavar="FILE",
                        help="keep message history in this SQLite file, across restarts (default: in memory)")
     serve.add_argument("--outbox-bytes", type=int, default=Limits.outbox_bytes,
@@ -363,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "with --tls, IRC over TLS)")
     serve.add_argument("--irc-name", default="chatlab.server", metavar="NAME",
                        help="what the IRC port calls its server in replies (default %(default)s)")
+    serve.add_argument("--web-port", type=listen_port, metavar="PORT",
+                       help="also serve the chat page and WebSocket on this port, for browsers and phones "
+                            "(0 picks a free one; needs the 'web' extra)")
     add_redis_options(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -381,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where files you /accept are saved (default: the current folder)")
     chat.add_argument("--tls", action="store_true", help="connect with TLS, verifying the server")
     chat.add_argument("--cafile", help="trust this certificate authority (the lab's ca.pem); implies --tls")
+    chat.add_argument("--also", action="append", type=parse_address, metavar="HOST[:PORT]",
+                      help="another server of the same chat, to reconnect to if this one goes away (repeat)")
     chat.set_defaults(func=cmd_chat)
 
     certs = sub.add_parser("certs", help="make a lab certificate authority and a server certificate for TLS")

@@ -64,6 +64,7 @@ class Transfer:
     created: float
     data: bytearray = field(default_factory=bytearray)
     received: int = 0  # chunks uploaded so far
+    active: float = 0.0  # when its last chunk arrived (or it was offered); once complete, when it was
     offered_to: set[ClientId] = field(default_factory=set)  # client ids that were offered it
 
     @property
@@ -116,23 +117,40 @@ class FileStore:
             raise ProtocolError(UNKNOWN_FILE, f"no file {msg['file'][:20]!r} (it may have expired)")
         return transfer
 
+    @property
+    def held(self) -> int:
+        """Bytes of file data the server really holds (an offer reserves nothing until its chunks come)."""
+        return sum(len(t.data) for t in self.transfers.values())
+
     def on_offer(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         self.chat.require_registered(client)
         limits = self.limits
-        if msg["size"] < 0 or not SHA256_HEX.fullmatch(msg["sha256"]):
+        size = msg["size"]
+        if size < 0 or not SHA256_HEX.fullmatch(msg["sha256"]):
             raise ProtocolError(BAD_FILE, "a file offer needs a size >= 0 and a SHA-256 as 64 lowercase hex digits")
-        if limits.max_file_bytes and msg["size"] > limits.max_file_bytes:
+        if limits.max_file_bytes and size > limits.max_file_bytes:
             raise ProtocolError(TOO_LARGE, f"files are limited to {limits.max_file_bytes} bytes")
-        stored = sum(t.size for t in self.transfers.values())
-        if limits.file_store_bytes and stored + msg["size"] > limits.file_store_bytes:
+        # Each sender's share: a few uploads at a time, and offers that add up
+        # to at most a quarter of the store -- so that no one, by offering and
+        # never sending, keeps the others from sharing (security.md 2.5b).
+        mine = [t for t in self.transfers.values() if t.sender is client]
+        uploading = sum(1 for t in mine if not t.complete)
+        if limits.uploads_per_user and uploading >= limits.uploads_per_user:
+            raise ProtocolError(TOO_LARGE, f"you have {uploading} uploads unfinished, the most allowed; "
+                                           "finish one first")
+        share = max(limits.max_file_bytes, limits.file_store_bytes // 4)
+        if limits.file_store_bytes and sum(t.size for t in mine) + size > share:
+            raise ProtocolError(TOO_LARGE, f"your files on the server would pass your share of {share} bytes; "
+                                           "wait for some to expire")
+        if limits.file_store_bytes and self.held >= limits.file_store_bytes:
             raise ProtocolError(TOO_LARGE, "the server is holding too many files; try again later")
         to = room = None
         if msg.get("to"):
             to = self.chat.user(msg["to"])
         else:
             room = self.chat.member_room(client, msg.get("room"))
-        transfer = Transfer(f"f{next(self._ids)}", client, safe_file_name(msg["name"]), msg["size"],
-                            msg["sha256"], to, room, now)
+        transfer = Transfer(f"f{next(self._ids)}", client, safe_file_name(msg["name"]), size,
+                            msg["sha256"], to, room, now, active=now)
         self.transfers[transfer.id] = transfer
         log.info("%s offers file %s (%s, %d bytes)", client.name, transfer.id, transfer.name, transfer.size)
         self._pull_upload(transfer, out)
@@ -141,6 +159,7 @@ class FileStore:
         """Ask the sender for the next chunk, or, once all is in, check it and offer it."""
         if not transfer.complete:
             seq = transfer.received
+            self.chat.asked(transfer.sender)  # its file_chunk answers this, and costs no token
             self.chat.send(transfer.sender, {"type": "file_upload", "file": transfer.id, "seq": seq,
                                              "sha256": transfer.sha256}, out)
             return
@@ -174,8 +193,15 @@ class FileStore:
         if len(data) != min(CHUNK, transfer.size - len(transfer.data)):
             del self.transfers[transfer.id]
             raise ProtocolError(BAD_FILE, f"file {transfer.id}: chunk {expected} has the wrong size")
+        store = self.limits.file_store_bytes
+        if store and self.held + len(data) > store:
+            # Offers reserve nothing, so the store can fill while this one uploads: it is dropped, not kept half.
+            del self.transfers[transfer.id]
+            raise ProtocolError(TOO_LARGE, f"file {transfer.id}: the server's file store is full; upload dropped, "
+                                           "try again later")
         transfer.data += data
         transfer.received += 1
+        transfer.active = now
         self._pull_upload(transfer, out)
 
     def _offered(self, client: Client, msg: dict[str, Any]) -> Transfer:
@@ -195,8 +221,11 @@ class FileStore:
         seq = msg["seq"]
         if not 0 <= seq < transfer.chunks:
             raise ProtocolError(BAD_FILE, f"file {transfer.id} has chunks 0 to {transfer.chunks - 1}")
+        last = seq == transfer.chunks - 1
+        if not last:
+            self.chat.asked(client)  # its file_get for the next chunk costs no token
         self.chat.send(client, {"type": "file_chunk", "file": transfer.id, "seq": seq, "data": transfer.chunk(seq),
-                                "last": seq == transfer.chunks - 1}, out)
+                                "last": last}, out)
 
     def on_decline(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         transfer = self._offered(client, msg)
@@ -204,14 +233,25 @@ class FileStore:
         if transfer.sender.id in self.chat.clients:
             self.chat.send(transfer.sender, {"type": "file_declined", "file": transfer.id, "by": client.name}, out)
 
-    def expire(self, now: float, client: Client | None = None) -> None:
-        """Forget transfers past their time, and unfinished uploads of a client who left."""
+    def expire(self, now: float, client: Client | None = None, out: Out | None = None) -> None:
+        """Forget files past their time, uploads that stalled, and unfinished uploads of a client who left.
+
+        A complete file lives ``file_ttl`` from when it was complete; an
+        upload lives ``upload_timeout`` from its last chunk (or its offer).
+        """
+        limits = self.limits
         for fid, transfer in list(self.transfers.items()):
-            old = self.limits.file_ttl and now - transfer.created > self.limits.file_ttl
+            quiet = now - transfer.active
+            old = transfer.complete and limits.file_ttl and quiet > limits.file_ttl
+            stalled = not transfer.complete and limits.upload_timeout and quiet > limits.upload_timeout
             abandoned = transfer.sender is client and not transfer.complete
-            if old or abandoned:
+            if old or stalled or abandoned:
                 del self.transfers[fid]
-                log.info("file %s forgotten (%s)", fid, "expired" if old else "sender left")
+                why = "expired" if old else "sender left" if abandoned else "upload stalled"
+                log.info("file %s forgotten (%s)", fid, why)
+                if stalled and out is not None and transfer.sender.id in self.chat.clients:
+                    self.chat.error(transfer.sender, BAD_FILE, f"file {fid}: no chunk for {limits.upload_timeout:g} "
+                                                               "seconds; the upload was dropped", out)
 
     def clear(self) -> None:
         self.transfers.clear()

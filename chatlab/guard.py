@@ -63,11 +63,11 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
 
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one."""
+    def take(self, now: float, cost: float = 1) -> bool:
+        """Spend ``cost`` tokens (one, unless said) if there are that many."""
         self._refill(now)
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 
@@ -140,10 +140,14 @@ class Doorman:
 
 # Messages that answer the server rather than start something: a pong to its
 # keep-alive ping, and the pieces of a file transfer, which the server itself
-# paces (one chunk asked for, one sent).  They cost no rate-limit token; nor
-# does a bye, which only ends the connection (refusing it would keep a
-# client that wants to go).
-RATE_FREE = frozenset({"pong", "file_chunk", "file_get", "bye"})
+# paces (one chunk asked for, one sent).  Such a message costs no rate-limit
+# token -- but only as an answer the server asked for (``Guard.asked``):
+# unasked, or one more than asked, it counts like any other, so that a flood
+# of any type is cut off.
+RATE_FREE = frozenset({"pong", "file_chunk", "file_get"})
+# A bye costs nothing at all: it only ends the connection (refusing it would
+# keep a client that wants to go), and there can be only one.
+ALWAYS_FREE = frozenset({"bye"})
 
 KEEPALIVE: Message = {"type": "ping", "id": "keepalive"}
 
@@ -157,6 +161,7 @@ class Watch:
     pinged_at: float  # when the server last sent it a keep-alive ping
     bucket: TokenBucket | None  # its allowance of messages (None: no rate limit)
     strikes: int = 0  # messages refused for rate since its bucket was last full
+    owed: int = 0  # answers the server asked it for (a ping, a chunk to upload, a chunk sent) and has not had
 
 
 class Guard:
@@ -180,6 +185,7 @@ class Guard:
         """Forget every connection (the server stopped)."""
         self.doorman = Doorman(self.limits)
         self._refused: dict[str, int] = {}  # address -> connections refused since the last tick, unlogged
+        self._relayed: dict[str, TokenBucket] = {}  # address -> its allowance of bytes relayed
 
     # ------------------------------------------------------------ arrival
 
@@ -221,9 +227,35 @@ class Guard:
             if self.within_rate(client, now, out):
                 raise  # answered with its error, like any other message
             return None
-        if isinstance(msg, dict) and msg["type"] in RATE_FREE:
+        if isinstance(msg, dict) and msg["type"] in ALWAYS_FREE:
+            return msg
+        if isinstance(msg, dict) and msg["type"] in RATE_FREE and client.watch.owed > 0:
+            client.watch.owed -= 1  # the answer the server asked for: free
             return msg
         return msg if self.within_rate(client, now, out) else None
+
+    def asked(self, client: Client) -> None:
+        """The server asked ``client`` for one answer (a pong, a chunk): that answer will cost no token."""
+        client.watch.owed += 1
+
+    def within_relay(self, client: Client, size: int, now: float, out: Out) -> bool:
+        """Spend ``size`` bytes of the sender's address's allowance for relaying text; refuse when it is spent.
+
+        Refused like a message over the rate (``rate_limited``, a strike
+        towards ``flooding``): the message reaches nobody.
+        """
+        limits = self.limits
+        if not limits.relay_rate:
+            return True
+        host = client.watch.host
+        bucket = self._relayed.get(host)
+        if bucket is None:
+            bucket = self._relayed[host] = TokenBucket(limits.relay_rate, limits.relay_burst, now)
+        if bucket.take(now, size):
+            return True
+        return self._refuse(client, f"slow down: connections from {host} may send {limits.relay_rate:g} bytes "
+                                    f"of text a second, in bursts of {limits.relay_burst}; that one was dropped",
+                            now, out)
 
     def within_rate(self, client: Client, now: float, out: Out) -> bool:
         """Spend a token for one message; refuse it, or end a flood, when there is none."""
@@ -234,16 +266,19 @@ class Guard:
             watch.strikes = 0  # quiet long enough to refill: any earlier burst is forgiven
         if watch.bucket.take(now):
             return True
+        return self._refuse(client, f"slow down: at most {limits.rate_limit:g} messages a second, in bursts of "
+                                    f"{limits.rate_burst}; that one was dropped", now, out)
+
+    def _refuse(self, client: Client, why: str, now: float, out: Out) -> bool:
+        """One message refused for rate: answered, or, at the flood limit, the client cut off."""
+        watch, limits = client.watch, self.limits
         watch.strikes += 1
         if limits.flood_limit and watch.strikes >= limits.flood_limit:
             log.warning("%s: flooding: %d messages over the rate limit; disconnecting", client, watch.strikes)
             self.chat.close(client, "flooding",
-                            f"disconnected for flooding: {watch.strikes} messages over the limit of "
-                            f"{limits.rate_limit:g} a second", now, out)
+                            f"disconnected for flooding: {watch.strikes} messages over the limit", now, out)
         else:
-            self.chat.error(client, RATE_LIMITED,
-                            f"slow down: at most {limits.rate_limit:g} messages a second, in bursts of "
-                            f"{limits.rate_burst}; that one was dropped", out)
+            self.chat.error(client, RATE_LIMITED, why, out)
         return False
 
     def on_pong(self, client: Client, msg: Message, now: float, out: Out) -> None:
@@ -261,6 +296,8 @@ class Guard:
                 except Exception:
                     out += self.crashed(client, now)
         self.doorman.tidy(now)
+        for host in [h for h, bucket in self._relayed.items() if bucket.full(now)]:
+            del self._relayed[host]  # no different from a stranger now: the table stays small
         for host, more in self._refused.items():
             if more:
                 log.warning("refused %d more connections from %s", more, host)
@@ -269,9 +306,14 @@ class Guard:
     def _check_clocks(self, client: Client, now: float, out: Out) -> None:
         limits, watch = self.limits, client.watch
         quiet = now - watch.last_heard
-        if client.name is None and limits.register_timeout and now - client.connected_at >= limits.register_timeout:
-            self.chat.close(client, "register_timeout",
-                            f"no name given within {limits.register_timeout:g} seconds; goodbye", now, out)
+        # A dialect may want a shorter deadline of its own (an HTTP request
+        # must arrive whole within seconds): the shorter of the two applies.
+        patience = limits.register_timeout
+        if patience and client.dialect.register_timeout is not None:
+            patience = min(patience, client.dialect.register_timeout)
+        if client.name is None and patience and now - client.connected_at >= patience:
+            self.chat.close(client, "register_timeout", f"no name given within {patience:g} seconds; goodbye",
+                            now, out)
         elif limits.idle_timeout and quiet >= limits.idle_timeout:
             self.chat.close(client, "idle", f"nothing heard from you for {limits.idle_timeout:g} seconds; goodbye",
                             now, out)
@@ -281,6 +323,7 @@ class Guard:
             # pulled: no FIN ever comes).  A ping makes the client answer if it
             # is there; if it is not, the silence runs on into the idle timeout.
             watch.pinged_at = now
+            self.asked(client)
             self.chat.send(client, KEEPALIVE, out)
 
     # --------------------------------------------------------------- bugs

@@ -53,6 +53,13 @@ ACCEPT_BURST = 32
 #: types far slower; a pasted paragraph fits in the burst.
 RATE_LIMIT = 5
 RATE_BURST = 20
+#: Bytes of text (UTF-8, after cleaning) that all the connections from one
+#: address may have relayed, a second, after a burst.  The message rate is per
+#: connection, so 32 connections from one address could each send their 20
+#: long messages at once -- 10 MB into every member's 1 MiB outbox.  Counted
+#: per address and in bytes, a burst costs each reader at most RELAY_BURST.
+RELAY_RATE = 64 * KiB
+RELAY_BURST = 256 * KiB
 #: Messages refused for rate, in one flood, before the client is disconnected.
 FLOOD_LIMIT = 50
 #: Seconds before a wrong password is answered, and wrong passwords allowed
@@ -70,6 +77,12 @@ HISTORY_PAGE = 100
 MAX_FILE_BYTES = 8 * MiB
 FILE_STORE_BYTES = 64 * MiB
 FILE_TTL = 600
+#: Seconds an upload may wait for its next chunk before it is dropped (a
+#: sender that stopped answering holds nothing for long), and uploads one
+#: client may have unfinished at once.  A client's offers, finished or not,
+#: may also add up to at most a quarter of the store (or one largest file).
+UPLOAD_TIMEOUT = 30
+UPLOADS_PER_USER = 2
 #: Members a room holds before it counts as large: someone who joins a large
 #: room is announced ("joined") only when they first speak in it, as in IRC's
 #: delayed-join channels.  Announcing every join to every member costs N
@@ -95,6 +108,8 @@ class Limits:
     accept_burst: int = ACCEPT_BURST
     rate_limit: float = RATE_LIMIT
     rate_burst: int = RATE_BURST
+    relay_rate: float = RELAY_RATE
+    relay_burst: int = RELAY_BURST
     flood_limit: int = FLOOD_LIMIT
     auth_delay: float = AUTH_DELAY
     auth_tries: int = AUTH_TRIES
@@ -105,13 +120,16 @@ class Limits:
     max_file_bytes: int = MAX_FILE_BYTES
     file_store_bytes: int = FILE_STORE_BYTES
     file_ttl: float = FILE_TTL
+    upload_timeout: float = UPLOAD_TIMEOUT
+    uploads_per_user: int = UPLOADS_PER_USER
     large_room: int = LARGE_ROOM
 
     def __post_init__(self) -> None:
         for field in fields(self):
             if getattr(self, field.name) < 0:
                 raise ValueError(f"{field.name} must be 0 (off) or positive")
-        for rate, burst in (("rate_limit", "rate_burst"), ("accept_rate", "accept_burst")):
+        for rate, burst in (("rate_limit", "rate_burst"), ("accept_rate", "accept_burst"),
+                            ("relay_rate", "relay_burst")):
             if getattr(self, rate) and getattr(self, burst) < 1:
                 raise ValueError(f"with a {rate}, {burst} must be at least 1")
         if self.max_frame >= 1 << 24:
@@ -127,6 +145,6 @@ class Limits:
         """
         switches = ("max_name", "max_text", "outbox_bytes", "register_timeout", "idle_timeout",
                     "ping_interval", "max_clients", "max_per_address", "accept_rate", "rate_limit",
-                    "flood_limit", "auth_delay", "auth_tries")
+                    "relay_rate", "flood_limit", "auth_delay", "auth_tries")
         fields_: dict[str, Any] = {**{name: 0 for name in switches}, **keep}
         return cls(**fields_)

@@ -62,6 +62,9 @@ class Services(Protocol):
     def require_registered(self, client: Client) -> None:
         """Raise ProtocolError(not_registered) unless the client has said hello."""
 
+    def asked(self, client: Client) -> None:
+        """The server asked ``client`` for one answer (a file chunk, a pong): it will cost no rate-limit token."""
+
     def user(self, name: str) -> Client:
         """The registered client called ``name`` (else ProtocolError unknown_user)."""
 

@@ -115,9 +115,11 @@ class RawClient:
         timeout: float = 5.0,
         rcvbuf: int | None = None,
         accepted: socket.socket | None = None,
+        source: str | None = None,
     ):
-        """Connect to ``address`` -- or, given ``accepted``, play the *server's* end of
-        a connection the test accepted from ``address`` (to check a client)."""
+        """Connect to ``address`` (from the local address ``source``, if given: on Linux
+        every 127.x.y.z is the loopback) -- or, given ``accepted``, play the *server's*
+        end of a connection the test accepted from ``address`` (to check a client)."""
         self.label = label
         self.timeout = timeout
         self.log = transcript or Transcript()
@@ -131,6 +133,8 @@ class RawClient:
             if rcvbuf:
                 # Set before connecting, so the TCP window is small from the start.
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if source is not None:
+                self.sock.bind((source, 0))
         self.sock.settimeout(timeout)
         if accepted is None:
             try:

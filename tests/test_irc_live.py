@@ -46,8 +46,8 @@ def heard(chat: ChatClient, kind: str = "message", timeout: float = 10.0, **fiel
 
 
 def read_until(person: RawClient, wanted: str) -> str:
-    """Lines-mode lines until ``wanted`` (each read has RawClient's deadline)."""
-    while (line := person.recv_line()) != wanted:
+    """Lines-mode lines until one that starts with ``wanted`` (each read has RawClient's deadline)."""
+    while not (line := person.recv_line()).startswith(wanted):
         pass
     return line
 
@@ -108,7 +108,7 @@ def test_irc_people_and_programs_share_one_room(irc_server):
         bob.send("QUIT :bye")
         assert [line[1] for line in bob.expect_closed()][-1] == "ERROR"
         assert heard(ada, "left", name="bob")["reason"] == "quit"
-        assert read_until(cy, "* bob left (quit)")
+        assert read_until(cy, "* bob left")
 
 
 def test_nick_collisions_across_dialects(irc_server):

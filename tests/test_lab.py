@@ -168,6 +168,7 @@ def test_bots_in_lines_mode_chat_like_nc():
 def test_server_lines_read_back_as_frames():
     assert lab.parse_server_line("<ada> hi> there") == {"type": "message", "from": "ada", "text": "hi> there"}
     assert lab.parse_server_line("* bob left (quit)") == {"type": "left", "name": "bob", "reason": "quit"}
+    assert lab.parse_server_line("* bob left (said goodbye)") == {"type": "left", "name": "bob", "reason": "quit"}
     assert lab.parse_server_line("! the name ada is taken; try another name (name_taken)")["code"] == "name_taken"
     assert lab.parse_server_line("anything else")["type"] == "line"
 

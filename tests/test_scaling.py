@@ -157,9 +157,13 @@ def test_names_rooms_history_and_private_messages_across_nodes(redis_url, nodes,
     bob.send({"type": "history", "room": "lobby", "limit": 3})
     assert [m["text"] for m in bob.wait_for("history")["messages"]] == ["lobby 2", "lobby 3", "lobby 4"]
     bob.send({"type": "history", "room": "lobby", "limit": 2, "before": lobby[2]["id"]})
-    assert [m["text"] for m in bob.wait_for("history")["messages"]] == ["lobby 0", "lobby 1"]
+    page = bob.wait_for("history")
+    assert [m["text"] for m in page["messages"]] == ["lobby 0", "lobby 1"] and "more" not in page
     bob.send({"type": "history", "room": "lobby", "limit": 10, "since": lobby[2]["id"]})
     assert [m["text"] for m in bob.wait_for("history")["messages"]] == ["lobby 3", "lobby 4"]
+    bob.send({"type": "history", "room": "lobby", "limit": 1, "since": lobby[2]["id"]})
+    page = bob.wait_for("history")
+    assert [m["text"] for m in page["messages"]] == ["lobby 3"] and page["more"] is True
     # A newcomer on a third node gets the room's recent history on joining.
     carl = clients(nodes(redis_url, "selectors"), "carl")
     assert [m["text"] for m in carl.wait_for("history")["messages"]][-2:] == ["lobby 3", "lobby 4"]

@@ -136,7 +136,7 @@ def test_the_server_ends_with_close_notify(tls_server, pki):
 def test_a_tls_client_that_never_reads_is_dropped_as_too_slow(model, pki):
     # What waits for a TLS client is encrypted records: the outbox limit must
     # count them, or a client that stops reading makes the server's memory grow.
-    limits = Limits(outbox_bytes=64 * 1024, rate_limit=0)
+    limits = Limits(outbox_bytes=64 * 1024, rate_limit=0, relay_rate=0)
     server = make_server(model, "127.0.0.1", 0, limits, tls=server_context(pki["cert"], pki["key"])).start()
     sleeper = socket.socket()
     try:

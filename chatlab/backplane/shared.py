@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..effects import ClientId, Effect, Send, Work
 from ..errors import ProtocolError
 from ..protocol import (
-    BAD_ROOM, NAME_TAKEN, NOT_IN_ROOM, OTHER_SERVER, TOO_MANY_ROOMS, UNAVAILABLE, UNKNOWN_USER, check_name, name_key,
+    json_size, fit, BAD_ROOM, NAME_TAKEN, NOT_IN_ROOM, OTHER_SERVER, TOO_MANY_ROOMS, UNAVAILABLE, UNKNOWN_USER, check_name, name_key,
     normalise_name,
 )
 from ..rooms import DEFAULT_ROOM, Room
@@ -191,7 +191,7 @@ class SharedRooms(Backplane):
         def job() -> Any:
             if not store.claim(key, name):
                 return None
-            seat = store.join(LOBBY, lobby.name, key, name, limits.large_room, limits.history_on_join)
+            seat = store.join(LOBBY, lobby.name, key, name, limits.large_room, limits.history_on_join + 1)
             return seat, store.users()
 
         def then(result: Any, now: float, out: Out) -> None:
@@ -209,10 +209,11 @@ class SharedRooms(Backplane):
                 users, count = [m["name"] for m in members if m["quiet"] != "1"], {"count": len(users)}
                 if name not in users:
                     users.append(name)
-            self.core.send(client, {"type": "welcome", "name": name, "users": users, "room": lobby.name, **count}, out)
+            welcome = {"type": "welcome", "name": name, "room": lobby.name, **count}
+            self.core.send(client, self.core._names(welcome, "users", users), out)
             self._seat(client, lobby, at, quiet, out)
             if history:
-                self.core.send(client, {"type": "history", "room": lobby.name, "messages": history}, out)
+                self.core._send_history(client, lobby, limits.history_on_join, out, found=history)
 
         def undo(result: Any) -> list[Effect]:
             self._claiming.discard(key)
@@ -288,6 +289,8 @@ class SharedRooms(Backplane):
     def _on_say(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.core.member_room(client, msg.get("room"))
         text = self.core._check_text(msg["text"])
+        if not self.core.guard.within_relay(client, len(text.encode("utf-8")), now, out):
+            return  # its address has sent its share of bytes for now (security.md 2.5a)
         assert client.key is not None and client.name is not None
         announce = client.key not in room.announced  # quiet in a large room until now
         if announce:
@@ -301,6 +304,8 @@ class SharedRooms(Backplane):
     def _on_dm(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         self.core.require_registered(client)
         text = self.core._check_text(msg["text"])
+        if not self.core.guard.within_relay(client, len(text.encode("utf-8")), now, out):
+            return
         to, name, ts = msg["to"], client.name, self.core.wallclock()
         assert name is not None
 
@@ -325,8 +330,8 @@ class SharedRooms(Backplane):
             shown = room.name
             out.append(self._work(lambda: self.store.members(key) or [],
                                   self._answer(client, "you cannot list the room", lambda members, out: core.send(
-                                      client, {"type": "joined", "name": client.name, "room": shown,
-                                               "members": members}, out)), "listing a room"))
+                                      client, core._names({"type": "joined", "name": client.name, "room": shown},
+                                                          "members", members), out)), "listing a room"))
             return
         if limits.max_rooms_per_user and len(client.rooms) >= limits.max_rooms_per_user:
             raise ProtocolError(TOO_MANY_ROOMS, f"you are in {len(client.rooms)} rooms, the most allowed; leave one first")
@@ -337,7 +342,7 @@ class SharedRooms(Backplane):
         shown = room.name if room is not None else name
 
         def job() -> Any:
-            return store.join(key, shown, ckey, cname, limits.large_room, limits.history_on_join)
+            return store.join(key, shown, ckey, cname, limits.large_room, limits.history_on_join + 1)
 
         def then(result: Any, now: float, out: Out) -> None:
             self._failed(result, "you cannot join a room")
@@ -345,10 +350,10 @@ class SharedRooms(Backplane):
             here = core.rooms.get(key) or core._room(shown_there)
             self._seat(client, here, at, quiet, out)
             client.current_room = here.key
-            core.send(client, {"type": "joined", "name": cname, "room": here.name,
-                               "members": [m["name"] for m in members]}, out)
+            core.send(client, core._names({"type": "joined", "name": cname, "room": here.name}, "members",
+                                          [m["name"] for m in members]), out)
             if history:
-                core.send(client, {"type": "history", "room": here.name, "messages": history}, out)
+                core._send_history(client, here, limits.history_on_join, out, found=history)
 
         def undo(result: Any) -> list[Effect]:
             if isinstance(result, tuple):
@@ -389,19 +394,33 @@ class SharedRooms(Backplane):
                 if members is None:
                     raise ProtocolError(NOT_IN_ROOM, f"there is no room called {msg['room'][:40]}")
                 local = self.core.rooms.get(key)
-                self.core.send(client, {"type": "users", "room": local.name if local else shown, "users": members}, out)
+                self.core.send(client, self.core._names({"type": "users", "room": local.name if local else shown},
+                                                        "users", members), out)
 
             out.append(self._work(lambda: self.store.members(key), self._answer(client, "you cannot list a room", listed),
                                   "listing a room"))
         else:
             out.append(self._work(self.store.users, self._answer(client, "you cannot list who is here",
-                                  lambda users, out: self.core.send(client, {"type": "users", "users": users}, out)),
-                                  "listing users"))
+                                  lambda users, out: self.core.send(client, self.core._names(
+                                      {"type": "users"}, "users", users), out)), "listing users"))
 
     def _on_rooms(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
-        self.core.require_registered(client)
-        out.append(self._work(self.store.room_list, self._answer(client, "you cannot list the rooms",
-                              lambda rooms, out: self.core.send(client, {"type": "rooms", "rooms": rooms}, out)),
+        core = self.core
+        core.require_registered(client)
+        after = name_key(normalise_name(msg["after"].lstrip("#"))) if msg.get("after") else None
+
+        def listed(rooms: list[dict[str, Any]], out: Out) -> None:
+            # A page, as on one server (core._on_rooms): as many rooms as fit in one message.
+            entries = [core._names({"name": r["name"]}, "members", r["members"], core._frame_room // 4)
+                       for r in rooms if after is None or r["key"] > after]
+            answer: dict[str, Any] = {"type": "rooms", "rooms": []}
+            shown = fit(entries, core._frame_room - json_size({**answer, "more": True}))
+            answer["rooms"] = entries[:shown]
+            if shown < len(entries):
+                answer["more"] = True
+            core.send(client, answer, out)
+
+        out.append(self._work(self.store.room_list, self._answer(client, "you cannot list the rooms", listed),
                               "listing rooms"))
 
     def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
@@ -414,8 +433,9 @@ class SharedRooms(Backplane):
             raise ProtocolError("bad_frame", '"history" needs a "since" field holding an integer')
         store = self.store
 
-        out.append(self._work(lambda: store.history(key, shown, limit, before, since), self._answer(client, "you cannot read the history", lambda messages, out: core.send(
-            client, {"type": "history", "room": shown, "messages": messages}, out)), "reading history"))
+        out.append(self._work(lambda: store.history(key, shown, limit + 1, before, since) if limit > 0 else [],
+                              self._answer(client, "you cannot read the history", lambda found, out: core._send_history(
+                                  client, room, limit, out, before, since, found=found)), "reading history"))
 
     def _on_file_offer(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         """Files stay on one server: an offer to someone connected elsewhere is refused, clearly."""

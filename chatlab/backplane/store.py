@@ -469,13 +469,13 @@ class RedisStore:
         return [m["name"] for m in sorted((json.loads(v) for v in members), key=lambda m: m["seq"])]
 
     def room_list(self) -> list[dict[str, Any]]:
-        """Every room with members, on every node, sorted by key."""
+        """Every room with members, on every node, sorted by key (``key``, ``name``, ``members``)."""
         def ask(r: Any) -> list[dict[str, Any]]:
             rooms = r.hgetall(self.key("rooms"))
             listing = []
             for key in sorted(rooms):
                 members = sorted((json.loads(v) for v in r.hvals(self.key("members", key))), key=lambda m: m["seq"])
-                listing.append({"name": rooms[key], "members": [m["name"] for m in members]})
+                listing.append({"key": key, "name": rooms[key], "members": [m["name"] for m in members]})
             return listing
 
         listing: list[dict[str, Any]] = self._query(ask)

@@ -7,6 +7,9 @@ Each dialect is one sans-IO module (``base.py`` says what a dialect is):
 * ``irc`` -- IRC (RFC 1459/2812), for real IRC clients on a port of their own;
 * ``detect`` -- the main port's greeter: the banner, then frames or lines
   chosen by the client's first byte;
+* ``web`` -- the web port: HTTP/1.1 for the chat page (h11), upgraded to
+  ``websocket``, one JSON message per WebSocket message (wsproto).  These
+  two need the ``web`` extra, and are imported from their modules;
 * ``client`` -- the other end: what every chatlab client reads the server with.
 
 A server listens on one or more ports, and each port names the dialect its

@@ -41,6 +41,16 @@ After ``feed``, ``upgraded`` may name the dialect that takes over the
 connection from now on: the main port starts with a dialect that only waits
 for the first byte to choose between frames and lines, and an HTTP
 connection may upgrade to WebSocket.
+
+Generic hooks, for a dialect that needs one (the core and the guard read
+them; no dialect is special-cased there):
+
+* ``register_timeout``: a deadline of the dialect's own, shorter than the
+  server's, for a connection to register or be upgraded to another
+  dialect.  A browser's HTTP request must arrive whole within seconds (a
+  "slowloris" client trickling one header a minute would otherwise hold a
+  connection for the server's whole registration timeout); once upgraded
+  to WebSocket, the connection is a chat client like any other.
 """
 
 from __future__ import annotations
@@ -79,6 +89,10 @@ class Dialect:
     #: Whether the server may send keep-alive pings (the dialect can say them,
     #: and its clients answer).
     keepalive: ClassVar[bool] = False
+    #: Seconds, from the connection, within which it must register or be
+    #: upgraded to another dialect; None: the server's register timeout
+    #: alone.  The shorter of the two applies (the server's 0 turns both off).
+    register_timeout: ClassVar[float | None] = None
 
     def __init__(self, limits: Limits):
         self.limits = limits

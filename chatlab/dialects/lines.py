@@ -55,7 +55,7 @@ class LinesDialect(Framed):
         elif kind == "error" and msg.get("code") == AUTH_REQUIRED and "name" in msg:
             self.login = msg["name"]
             return (f"! type the password for {msg['name']} on the next line (it shows as you type; "
-                    f"'chatlab chat' hides it) ({AUTH_REQUIRED})\n").encode()
+                    f"'chatlab chat' hides it)\n").encode()
         return self.encode_shared(msg)
 
     @classmethod
@@ -130,6 +130,24 @@ def _clock(ts: float) -> str:
     return time.strftime("%H:%M", time.localtime(ts))
 
 
+#: Why someone left, in words (the ``closing`` reasons of protocol.md section 3.2).
+REASON_WORDS = {
+    "quit": "said goodbye",
+    "disconnected": "lost the connection",
+    "too_slow": "too slow to keep up",
+    "flooding": "sent too much too fast",
+    "idle": "silent too long",
+    "register_timeout": "gave no name in time",
+    "protocol_error": "sent something broken",
+    "server_error": "a fault in the server",
+    "shutdown": "the server stopped",
+    "auth_failed": "wrong passwords",
+    "server_lost": "their server was lost",
+    "kicked": "was made to leave",
+}
+_REASONS = {words: reason for reason, words in REASON_WORDS.items()}
+
+
 def render_line(msg: dict[str, Any]) -> str:
     """How a server message reads to a person.
 
@@ -150,7 +168,7 @@ def render_line(msg: dict[str, Any]) -> str:
     if kind == "left":
         if msg["reason"] == "left":  # left the room by choice: the words say it all
             return f"* {msg['name']} left{_in_room(msg) or ' the lobby'}"
-        return f"* {msg['name']} left{_in_room(msg)} ({msg['reason']})"
+        return f"* {msg['name']} left{_in_room(msg)} ({REASON_WORDS.get(msg['reason'], msg['reason'])})"
     if kind == "welcome":
         more = msg.get("count", 0) - len(msg["users"])  # a large lobby lists only those announced
         online = ", ".join(msg["users"]) + (f" and {more:,} more" if more > 0 else "")
@@ -179,7 +197,8 @@ def render_line(msg: dict[str, Any]) -> str:
     if kind == "pong":
         return "* pong"
     if kind == "error":
-        return f"! {msg['message']} ({msg['code']})"
+        # Words for a person; the code (name_taken, ...) is for programs, in frames.
+        return f"! {msg['message']}"
     if kind == "closing":
         return f"* Server closing the connection: {msg['message']}"
     if kind == "notice":
@@ -235,7 +254,8 @@ def parse_rendered(line: str) -> Message:
     if m := re.fullmatch(r"\* (\S+) joined(?: (\S+))?", line):
         return {"type": "joined", "name": m[1], **({"room": m[2]} if m[2] else {})}
     if m := re.fullmatch(r"\* (\S+) left(?: (\S+))? \(([^)]*)\)", line):
-        return {"type": "left", "name": m[1], "reason": m[3], **({"room": m[2]} if m[2] else {})}
+        reason = _REASONS.get(m[3], m[3])  # words back to the reason ("(quit)" from a course server stays)
+        return {"type": "left", "name": m[1], "reason": reason, **({"room": m[2]} if m[2] else {})}
     if m := re.fullmatch(r"\* (\S+) left (the lobby|\S+)", line):  # left by choice (reason "left")
         return {"type": "left", "name": m[1], "reason": "left", **({"room": m[2]} if m[2] != "the lobby" else {})}
     if m := re.match(r"\* Welcome, ([^!]+)!", line):
@@ -244,7 +264,7 @@ def parse_rendered(line: str) -> Message:
         return {"type": "users", "users": [u for u in m[1].split(", ") if u]}
     if line == "* pong":
         return {"type": "pong"}
-    if m := re.fullmatch(r"! (.*?)(?: \((\w+)\))?", line):
+    if m := re.fullmatch(r"! (.*?)(?: \((\w+)\))?", line):  # a course server may add "(code)"
         return {"type": "error", "code": m[2] or "error", "message": m[1]}
     if m := re.fullmatch(r"\* Server closing the connection: (.*)", line):
         return {"type": "closing", "message": m[1]}
