@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 from pathlib import Path
 import signal
 import ssl
 import sys
 from typing import Any
 
-from . import __version__
+from . import __version__, serverlog
 from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
 from .limits import Limits
 from .servers import DEFAULT_HOST, DEFAULT_PORT, MODELS, Listener, ServerError, format_address, make_server
@@ -53,20 +52,8 @@ def listen_port(text: str) -> int:
     return number
 
 
-def setup_logging(log_file: str | None, verbose: bool) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-    root = logging.getLogger("chatlab")
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log, args.verbose)
+    serverlog.setup(args.log, args.verbose, messages=not args.no_message_log)
     try:
         limits = Limits(outbox_bytes=args.outbox_bytes, **{field: getattr(args, field) for field, _, _ in LIMIT_OPTIONS})
         accounts = Accounts.load(args.users, required=not args.guests) if args.users else None
@@ -387,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", choices=sorted(MODELS), default="threads",
                        help="concurrency model (default %(default)s)")
     serve.add_argument("--log", metavar="FILE", help="also write the log to FILE")
+    serve.add_argument("--no-message-log", action="store_true",
+                       help="do not log each chat message (connections, registrations, disconnections and "
+                            "errors are still logged): the one log line that grows with the traffic")
     serve.add_argument("--db", metavar="FILE",
                        help="keep message history in this SQLite file, across restarts (default: in memory)")
     serve.add_argument("--outbox-bytes", type=int, default=Limits.outbox_bytes,

@@ -352,6 +352,8 @@ def json_size(value: Any) -> int:
 
 def fit(items: list[Any], room: int) -> int:
     """How many of ``items``, from the first, fit in ``room`` bytes of a JSON array."""
+    if json_size(items) - 2 <= room:  # all of them (the brackets are counted already): one encoding, not N
+        return len(items)
     count = 0
     for item in items:
         room -= json_size(item) + (1 if count else 0)  # and a comma between two
