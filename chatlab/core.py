@@ -68,8 +68,10 @@ from .protocol import (
     clean_text,
     fit,
     json_size,
+    look_alikes,
     name_key,
     normalise_name,
+    reserved,
 )
 from .rooms import DEFAULT_ROOM, Room
 from .session import Client, Out
@@ -104,6 +106,9 @@ class ChatCore:
         self._said: list[str] = []  # message-log lines of this burst, not yet logged (_log_said)
         self.members: dict[str, Client] = {}  # name key -> registered client, in join order
         self.rooms: dict[str, Room] = {}  # room key -> room; the lobby always exists
+        # Look-alike forms (protocol.look_alikes) -> the key of the member, or room, that has them.
+        self.looks: dict[str, str] = {}
+        self.room_looks: dict[str, str] = {}
         self.lobby = self._room(DEFAULT_ROOM)
         self.last_message_id = self.history.last_id()  # ids keep growing across restarts
         self.guard = Guard(self.limits, self)
@@ -238,6 +243,8 @@ class ChatCore:
         self.logins.reset()
         self.files.clear()
         self.rooms.clear()
+        self.looks.clear()
+        self.room_looks.clear()
         self.lobby = self._room(DEFAULT_ROOM)
         self.history.flush()
         return out
@@ -277,7 +284,13 @@ class ChatCore:
         problem = check_name(name, self.limits.max_name or 1 << 30)
         if problem:
             raise ProtocolError(BAD_NAME, f"{problem}; try another name")
+        if reserved(name):
+            raise ProtocolError(BAD_NAME, f"the name {name} is reserved: it could pass for the server; try another")
         key = name_key(name)
+        owner = self.logins.look_alike_account(name, key)
+        if owner is not None:
+            raise ProtocolError(NAME_TAKEN, f"the name {name} looks like {owner}, a name with an account; "
+                                            "try another name")
         verdict = self.logins.check(client, name, key, msg.get("password"), now, out)
         if verdict is True:
             self._register(client, name, key, out)
@@ -294,10 +307,16 @@ class ChatCore:
     def _register(self, client: Client, name: str, key: str, out: Out) -> None:
         if key in self.members:
             raise ProtocolError(NAME_TAKEN, f"the name {name} is taken; try another name")
+        forms = look_alikes(name)
+        holder = next((self.looks[form] for form in forms if form in self.looks), None)
+        if holder is not None and holder in self.members:
+            raise ProtocolError(NAME_TAKEN, f"the name {name} looks like {self.members[holder].name}, who is "
+                                            "here; try another name")
         if self.backplane.register(client, name, key, out):
             return  # shared with other servers: the name is claimed on all of them first
         client.name, client.key = name, key
         self.members[key] = client
+        self.looks.update(dict.fromkeys(forms, key))
         log.info("%s registered as %s", client.peer, name)
         count: dict[str, int] = {}
         if self._large(self.lobby):
@@ -358,6 +377,10 @@ class ChatCore:
         if room is None:
             if self.limits.max_rooms and len(self.rooms) >= self.limits.max_rooms:
                 raise ProtocolError(TOO_MANY_ROOMS, f"the server has {len(self.rooms)} rooms, the most allowed")
+            like = next((self.room_looks[form] for form in look_alikes(name) if form in self.room_looks), None)
+            if like is not None and like in self.rooms:
+                raise ProtocolError(BAD_ROOM, f"{name} looks like the room {self.rooms[like].name}; "
+                                              f"join {self.rooms[like].name}, or pick a name that looks different")
             room = self._room(name)
         self._enter(client, room, out)
         client.current_room = room.key
@@ -458,6 +481,9 @@ class ChatCore:
         lasted = now - client.connected_at
         if client.key is not None and self.members.get(client.key) is client:
             del self.members[client.key]
+            for form in look_alikes(client.name or ""):
+                if self.looks.get(form) == client.key:
+                    del self.looks[form]
             if not self.backplane.gone(client, reason, out):  # shared: the others hear it from Redis
                 for room in list(client.rooms.values()):
                     self._exit(client, room, reason, out, text=client.farewell)
@@ -581,6 +607,7 @@ class ChatCore:
 
     def _room(self, name: str) -> Room:
         room = self.rooms[name_key(name)] = Room(name, name_key(name))
+        self.room_looks.update(dict.fromkeys(look_alikes(name), room.key))
         return room
 
     def _find_room(self, name: str) -> Room:
@@ -631,6 +658,9 @@ class ChatCore:
             self._broadcast(room, notice, out)
         if not room.members and room is not self.lobby:
             del self.rooms[room.key]
+            for form in look_alikes(room.name):
+                if self.room_looks.get(form) == room.key:
+                    del self.room_looks[form]
 
     def _broadcast(self, room: Room, msg: dict[str, Any], out: Out,
                    skip: Client | None = None, skip_own: Client | None = None) -> None:

@@ -798,3 +798,26 @@ def test_a_crowd_guessing_passwords(start_server, transcript):
           f"{len(checks) / lasted / len(addresses):.2f} a second per address")
     # The rule: at most one check per address per auth_delay (and one at a time in all).
     assert len(checks) <= len(addresses) * (lasted / server.limits.auth_delay + 1)
+
+
+def test_names_that_pass_for_others_or_for_the_server(server, room, transcript):
+    # 13.11: look-alikes of "alice" in her own script, other scripts' digits,
+    # a room "ɡames" beside "Games", and names like "server" or "." were accepted.
+    alice = offender(server, transcript, name="alice")
+    alice.send_frame({"type": "join", "room": "Games"})
+    expect(alice, "joined", room="Games")
+    eve = offender(server, transcript, name=None)
+    for name, code in [("ɑlice", "name_taken"), ("alıce", "name_taken"), ("aIice", "name_taken"),
+                       ("aǀice", "bad_name"), ("ᴀlice", "bad_name"), ("alice१", "bad_name"), ("alice١", "bad_name"),
+                       (".", "bad_name"), ("...", "bad_name"), ("-", "bad_name"), ("server", "bad_name"),
+                       ("chatlab", "bad_name"), ("Chat1ab", "bad_name")]:
+        eve.send_frame({"type": "hello", "name": name})
+        got = eve.wait_frame(lambda m: m.get("type") in ("error", "welcome"), f"the answer to {name!r}")[-1]
+        assert got.get("code") == code, (name, got)
+    eve.send_frame({"type": "hello", "name": "eve"})
+    expect(eve, "welcome", name="eve")
+    eve.send_frame({"type": "join", "room": "ɡames"})
+    seen = eve.wait_frame(lambda m: m.get("type") in ("error", "joined") and m.get("name") in (None, "eve"),
+                          "the answer to joining ɡames")
+    assert seen[-1].get("code") == "bad_room"
+    room.check()
