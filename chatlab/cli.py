@@ -12,7 +12,6 @@ from pathlib import Path
 import signal
 import ssl
 import sys
-from typing import Any
 
 from . import __version__, serverlog
 from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
@@ -96,12 +95,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        options["listeners"] = irc_listeners(args, tls) + web_listeners(args, tls)
+        web = web_listeners(args, tls)
     except ImportError as exc:
         print(f"chatlab serve: --web-port needs the 'web' extra ({exc.name} is missing): "
               "pip install 'chatlab[web]'", file=sys.stderr)
         return 1
     try:
+        options["listeners"] = irc_listeners(args, tls) + web  # (a server name IRC cannot carry: ValueError)
         server = make_server(args.model, args.host, args.port, limits, **options)
         server.start()
     except (ServerError, ValueError) as exc:
@@ -140,14 +140,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def irc_listeners(args: argparse.Namespace, tls: Any) -> tuple[Any, ...]:
+def irc_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple[Listener, ...]:
     """``--irc-port``: a port speaking IRC (chatlab/dialects/irc.py), TLS too if the main port has it."""
     if args.irc_port is None:
         return ()
-    from .dialects.irc import IrcDialect
-    from .servers import Listener
+    from .dialects.irc import SERVER, IrcDialect
 
-    return (Listener("irc", args.host, args.irc_port, IrcDialect, tls),)
+    dialect = IrcDialect if args.irc_name == SERVER else IrcDialect.named(args.irc_name)
+    return (Listener("irc", args.host, args.irc_port, dialect, tls),)
 
 
 def web_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple[Listener, ...]:
@@ -396,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--irc-port", type=listen_port, metavar="PORT",
                        help="also speak IRC on this port, for irssi, weechat, HexChat... (0 picks a free one; "
                             "with --tls, IRC over TLS)")
+    serve.add_argument("--irc-name", default="chatlab.server", metavar="NAME",
+                       help="what the IRC port calls its server in replies (default %(default)s)")
     serve.add_argument("--web-port", type=listen_port, metavar="PORT",
                        help="also serve the chat page and WebSocket on this port, for browsers and phones "
                             "(0 picks a free one; needs the 'web' extra)")

@@ -392,7 +392,7 @@ class ChatCore:
             # A client in no room hears nothing and every line it types is refused: keep it somewhere.
             raise ProtocolError(LAST_ROOM, f"you are only in {room.name}: leaving it would leave you in no room; "
                                 "/join another room first, or /quit to leave the chat")
-        self._exit(client, room, "left", out, tell_leaver=True)
+        self._exit(client, room, "left", out, tell_leaver=True, text=self._farewell(msg))
 
     def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.member_room(client, msg.get("room"))  # only a room you are in
@@ -428,7 +428,15 @@ class ChatCore:
         self.send(client, {"type": "help", "text": LINES_HELP}, out)
 
     def _on_bye(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
+        client.farewell = self._farewell(msg)
         self.close(client, "quit", "goodbye", now, out)
+
+    def _farewell(self, msg: dict[str, Any]) -> str | None:
+        """The text a leave or a bye may carry ("see you tomorrow"): checked like any text; blank is none."""
+        text = msg.get("text")
+        if not text or not clean_text(text).strip():
+            return None
+        return self._check_text(text)
 
     # ------------------------------------------- services (session.Services)
 
@@ -479,7 +487,7 @@ class ChatCore:
                     del self.looks[form]
             if not self.backplane.gone(client, reason, out):  # shared: the others hear it from Redis
                 for room in list(client.rooms.values()):
-                    self._exit(client, room, reason, out)
+                    self._exit(client, room, reason, out, text=client.farewell)
         self.files.expire(now, client)
         log.info("%s closed (%s) after %.1f s", client, reason, lasted)
 
@@ -634,9 +642,12 @@ class ChatCore:
         room.announced[client.key] = client
         self._broadcast(room, {"type": "joined", "name": client.name, "room": room.name}, out, skip=client)
 
-    def _exit(self, client: Client, room: Room, reason: str, out: Out, tell_leaver: bool = False) -> None:
-        """Take a client out of a room, tell the room, and drop the room once empty."""
-        notice = {"type": "left", "name": client.name, "room": room.name, "reason": reason}
+    def _exit(self, client: Client, room: Room, reason: str, out: Out, tell_leaver: bool = False,
+              text: str | None = None) -> None:
+        """Take a client out of a room, tell the room (with the leaver's ``text``), and drop the room once empty."""
+        notice: dict[str, Any] = {"type": "left", "name": client.name, "room": room.name, "reason": reason}
+        if text is not None:
+            notice["text"] = text
         if tell_leaver:
             self.send(client, notice, out)
         heard = client.key in room.announced  # a quiet member leaves as quietly as it came

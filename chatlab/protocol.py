@@ -85,14 +85,14 @@ CLIENT_MESSAGES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "say": ({"text": str}, {"room": str}),
     "dm": ({"to": str, "text": str}, {}),
     "join": ({"room": str}, {}),
-    "leave": ({}, {"room": str}),  # without "room": the room your lines go to
+    "leave": ({}, {"room": str, "text": str}),  # without "room": the room your lines go to; "text": a farewell
     "rooms": ({}, {"after": str}),  # "after": the next page of a listing that said "more"
     "who": ({}, {"room": str}),
     "history": ({}, {"room": str, "limit": int, "before": int, "since": int}),
     "ping": ({}, {}),  # "id" may be any JSON value; it is echoed in the pong
     "pong": ({}, {}),  # the answer to the server's keep-alive ping
     "help": ({}, {}),
-    "bye": ({}, {}),
+    "bye": ({}, {"text": str}),  # "text": a farewell, told to the rooms in their "left"
     # File sharing (see chatlab/files.py): offered, pulled chunk by chunk, checked.
     "file_offer": ({"name": str, "size": int, "sha256": str}, {"to": str, "room": str}),
     "file_chunk": ({"file": str, "seq": int, "data": str}, {}),

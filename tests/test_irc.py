@@ -204,11 +204,29 @@ def test_channels_messages_and_private_messages_cross_dialects():
     assert [m["text"] for m in room.driver.frames(1) if m["type"] == "message"] == ["/me waves"]
     room.driver.send_msg(1, {"type": "say", "room": "games", "text": "/me waves back"})
     assert room.said(2) == [":ada!ada@chatlab PRIVMSG #Games :\x01ACTION waves back\x01"]
-    assert words(room.send(2, b"PART #games :see you\r\n")[0]) == ("bob!bob@chatlab", "PART", ["#Games", "bob"])
-    assert room.driver.frames(1)[-1] == {"type": "left", "name": "bob", "room": "Games", "reason": "left"}
+    assert words(room.send(2, b"PART #games :see you\r\n")[0]) == ("bob!bob@chatlab", "PART", ["#Games", "see you"])
+    assert room.driver.frames(1)[-1] == {"type": "left", "name": "bob", "room": "Games", "reason": "left",
+                                         "text": "see you"}  # the reason a PART gives is told to the room
     room.driver.send_msg(1, {"type": "leave", "room": "games"})
     room.driver.send_msg(1, {"type": "bye"})
     assert room.said(2) == [":ada!ada@chatlab QUIT :Quit"]
+
+
+def test_part_and_quit_reasons_reach_every_dialect_and_default_to_the_nick():
+    room = Room()
+    room.driver.register(1, "ada")
+    room.irc(2)
+    room.irc(3, b"NICK cy\r\nUSER cy 0 * :Cy\r\n")
+    room.send(2, b"JOIN #games\r\n")
+    room.send(3, b"JOIN #games\r\n")
+    room.said(2)
+    assert room.send(3, b"PART #games\r\n") == [":cy!cy@chatlab PART #games :cy"]  # no reason: the nick (RFC 2812)
+    assert room.said(2) == [":cy!cy@chatlab PART #games :cy"]
+    room.driver.frames(1)
+    room.send(2, b"QUIT :gone \x1b[2J fishing\r\n")
+    assert room.said(3) == [":bob!bob@chatlab QUIT :Quit: gone ^[[2J fishing"]  # cleaned like any text
+    assert room.driver.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "quit",
+                                      "text": "gone ^[[2J fishing"}]
 
 
 def test_a_long_message_from_another_dialect_reaches_irc_whole():
@@ -319,7 +337,8 @@ def test_quit_is_answered_with_error_and_the_room_sees_a_quit():
     room.driver.frames(1)
     assert room.send(2, b"QUIT :gone fishing\r\n") == ["ERROR :Closing link: bob (goodbye)"]
     assert room.driver.closed[2] == "quit"
-    assert room.driver.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "quit"}]
+    assert room.driver.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "quit",
+                                      "text": "gone fishing"}]
 
 
 def test_an_overlong_line_gets_417_then_error_and_the_room_carries_on():
@@ -387,3 +406,11 @@ def test_parse_may_answer_by_itself():
     dialect = IrcDialect(Limits())
     assert isinstance(dialect.parse(b"PING :x"), Reply)
     assert dialect.parse(b"PONG :x") == {"type": "pong"}
+
+
+def test_quit_is_heard_even_over_the_rate_limit():
+    room = Room(limits=Limits(rate_limit=1, rate_burst=3, flood_limit=0))
+    room.irc(1)  # NICK and USER spent two of the three
+    got = room.send(1, b"PRIVMSG #lobby :a\r\nPRIVMSG #lobby :b\r\nQUIT\r\n")
+    assert [words(x)[1] for x in got] == ["NOTICE", "ERROR"]  # b was dropped; the QUIT was not
+    assert room.driver.closed[1] == "quit"
