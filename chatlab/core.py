@@ -144,13 +144,14 @@ class ChatCore:
     def connect(self, cid: ClientId, peer: str, now: float, dialect: Dialect | None = None) -> list[Effect]:
         """A TCP connection was accepted.  ``dialect``: what it speaks (default: the main port's)."""
         dialect = dialect if dialect is not None else MainPort(self.limits)
-        refusal = self.guard.admit(cid, peer, dialect, now)  # too many, too fast?
-        if refusal is not None:
-            return refusal
+        out: Out = []
+        if not self.guard.admit(cid, peer, dialect, now, out):  # too many, too fast?
+            return out  # its refusal
+        # (``out`` may close another connection to make room: guard.Guard.make_room.)
         self.clients[cid] = Client(cid, peer, dialect, now, self.guard.watch(peer, now))
         log.info("%s connected", peer)
         greeting = dialect.greeting()  # on the main port, the server speaks first: the banner
-        return [Send((cid,), greeting)] if greeting else []
+        return out + [Send((cid,), greeting)] if greeting else out
 
     def receive(self, cid: ClientId, data: bytes, now: float) -> list[Effect]:
         """Bytes arrived from a client: any piece of the stream, of any size."""

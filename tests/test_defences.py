@@ -110,7 +110,7 @@ def test_a_refused_connection_gets_one_line_instead_of_the_banner_and_is_closed(
 
 def test_server_full():
     room = Driver(Limits(max_clients=1))
-    room.connect(1)
+    room.register(1, "ada")  # (a connection that has not said hello would make room: see below)
     assert room.connect(2, host="10.9.9.9").startswith(b"chatlab/1 closing server_full: ")
 
 
@@ -994,3 +994,58 @@ def test_the_skeleton_of_uts_39():
     assert skeleton("rn") == skeleton("m")
     assert look_alikes("aIice") & look_alikes("alice") and look_alikes("ALICE") & look_alikes("alice")
     assert not look_alikes("alice") & look_alikes("bob")
+
+
+def test_a_full_server_makes_room_by_closing_the_oldest_silent_connection():
+    # 13.12: unregistered connections, each replaced as register_timeout
+    # closed it, kept a legitimate user out on 0 of 64 tries.
+    room = Driver(Limits(max_clients=4, max_per_address=0, accept_rate=0))
+    for cid in range(1, 5):
+        room.connect(cid, host=f"10.6.6.{cid}")  # four connections that never say hello
+        room.now += 1
+    assert room.connect(10, host="10.0.0.10") == BANNER  # let in: the oldest silent one made room
+    assert room.closed == {1: "server_full"}
+    room.send_msg(10, {"type": "hello", "name": "ada"})
+    assert room.frames(10)[0]["type"] == "welcome"
+
+
+def test_a_full_server_makes_room_from_the_address_that_holds_the_most():
+    # 13.12: registered connections from nine addresses filled --max-clients.
+    room = Driver(Limits(max_clients=10, max_per_address=0, accept_rate=0))
+
+    def hello(cid, name, host):
+        room.connect(cid, host=host)
+        room.send_msg(cid, {"type": "hello", "name": name})
+        room.now += 1
+
+    for cid in range(1, 9):
+        hello(cid, f"eve{cid}", "10.6.6.6")
+    hello(9, "bob", "10.0.0.2")
+    hello(20, "zed", "10.0.0.3")  # full now: 10
+    room.frames(9)
+    assert room.connect(30, host="10.0.0.4") == BANNER
+    assert room.closed == {8: "server_full"}  # the newest of the address that holds 8 of the 10
+    assert room.frames(9)[-1] == {"type": "left", "name": "eve8", "room": "lobby", "reason": "server_full"}
+    room.send_msg(30, {"type": "hello", "name": "newcomer30"})  # (silent, it would be the next to go)
+    hello(31, "newcomer31", "10.0.0.5")
+    hello(32, "newcomer32", "10.0.0.6")
+    assert room.closed == {8: "server_full", 7: "server_full", 6: "server_full"}
+    # An address that holds no more than the newcomer's is left alone: then it is full.
+    room2 = Driver(Limits(max_clients=2, max_per_address=0, accept_rate=0))
+    room2.register(1, "ada")
+    room2.register(2, "bob")
+    assert room2.connect(3, host="10.0.0.3").startswith(b"chatlab/1 closing server_full: ")
+
+
+def test_under_pressure_the_register_timeout_is_shorter():
+    limits = Limits(max_clients=10, max_per_address=0, accept_rate=0, register_timeout=60)
+    room = Driver(limits)
+    for cid in range(1, 10):  # 9 of 10: pressed
+        room.connect(cid, host=f"10.6.6.{cid}")
+    room.tick(10.5)
+    assert set(room.closed.values()) == {"register_timeout"} and len(room.closed) == 9
+    calm = Driver(limits)
+    for cid in range(1, 5):
+        calm.connect(cid, host=f"10.6.6.{cid}")
+    calm.tick(10.5)
+    assert calm.closed == {}  # a quiet server gives the full 60 s

@@ -757,9 +757,6 @@ def test_a_crowd_guessing_passwords(start_server, transcript):
             Counting.checks.append(time.monotonic())
             return super().verify(key, password)
 
-    probe = from_address(("127.0.0.1", 1), "127.0.0.21")
-    if probe is not None:
-        probe.close()
     accounts = Counting({name_key("ada"): ("ada", hash_password("lovelace"))}, required=False)  # scrypt at full cost
     server = start_server(accounts=accounts)
     addresses = [f"127.0.0.{21 + a}" for a in range(8)]
@@ -821,3 +818,38 @@ def test_names_that_pass_for_others_or_for_the_server(server, room, transcript):
                           "the answer to joining ɡames")
     assert seen[-1].get("code") == "bad_room"
     room.check()
+
+
+def test_a_full_server_still_lets_someone_in(start_server, transcript):
+    # 13.12: registered connections from several addresses filled
+    # --max-clients; silent ones, replaced as each timed out, kept a
+    # legitimate user out on 0 of 64 tries.
+    server = start_server(max_clients=40)
+    probe = from_address(server.address, "127.0.0.44")
+    if probe is None:
+        pytest.skip("no second loopback address here")
+    probe.close()
+    with chatting(server) as room:  # 10 of the 40, from 127.0.0.1
+        filler = []
+        for i in range(30):  # registered, from two addresses: the server is full
+            client = RawClient(server.address, f"eve{i}", transcript, source=f"127.0.0.{41 + i % 2}")
+            _opened.append(client)
+            client.recv_banner()
+            client.send_frame({"type": "hello", "name": f"eve{i}"})
+            client.expect("welcome")
+            filler.append(client)
+        with ChatClient(*server.address, name="ada") as ada:  # let in: an eve made room
+            assert ada.name == "ada"
+        silent = []
+        for i in range(8):  # now silent connections, from a third address, take the places freed
+            sock = from_address(server.address, "127.0.0.43")
+            assert sock is not None
+            silent.append(sock)
+        try:
+            for _ in range(3):  # and still someone gets in, each time: the oldest silent one makes room
+                with ChatClient(*server.address, name="bob") as bob:
+                    assert bob.name == "bob"
+        finally:
+            for sock in silent:
+                sock.close()
+        room.check()
