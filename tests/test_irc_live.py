@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import pytest
 
 from chatlab.accounts import Accounts, hash_password
 from chatlab.client import ChatClient
+from chatlab.limits import Limits
 from chatlab.dialects.irc import IrcDialect
 from chatlab.protocol import name_key
 from chatlab.servers import Listener
@@ -160,6 +162,38 @@ def test_the_512_byte_limit_closes_that_client_alone(irc_server):
         assert heard(ada, "left", name="bob")["reason"] == "protocol_error"
         ada.say("still here")
         assert heard(ada, text="still here")
+
+
+def test_an_irc_client_that_never_reads_is_dropped_as_too_slow(start_server):
+    server = start_server(Limits(outbox_bytes=64 * 1024, rate_limit=0, relay_rate=0), listeners=irc_port())
+    sleeper = socket.socket()
+    try:
+        sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sleeper.settimeout(5)
+        sleeper.connect(server.addresses["irc"])
+        sleeper.sendall(b"NICK sleeper\r\nUSER s 0 * :never reads\r\n")
+        heard = b""
+        while b" 366 " not in heard:  # registered; from now on it never reads
+            data = sleeper.recv(4096)
+            assert data, f"closed before the welcome: {heard!r}"
+            heard += data
+        with ChatClient(*server.address, name="talker") as talker:
+            left = None
+            for _ in range(500):  # bounded: at most 500 x 8 messages of 4 KB
+                for _ in range(8):
+                    talker.say("x" * 4000)
+                echoed = 0
+                while echoed < 8:  # the talker hears its own messages: it is never held up
+                    event = talker.wait_for(lambda e: e["type"] in ("message", "left"))
+                    if event["type"] == "left":
+                        left = event
+                    else:
+                        echoed += 1
+                if left:
+                    break
+            assert left == {"type": "left", "name": "sleeper", "room": "lobby", "reason": "too_slow"}
+    finally:
+        sleeper.close()
 
 
 def test_a_long_message_reaches_irc_split_and_whole(irc_server):

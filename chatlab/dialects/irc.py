@@ -156,16 +156,33 @@ def parse_command(line: bytes) -> Command | None:
     return Command(verb, tuple(params)) if verb else None
 
 
+#: What can never be inside an IRC line (RFC 2812, section 2.3.1), made visible as ``clean_text`` does:
+#: a client's own CR echoed back (in a PONG, an error quoting its command) would end the line early.
+_NEVER_IN_A_LINE = str.maketrans({"\r": "^M", "\n": "^J", "\0": "^@"})
+
+
 def irc_line(source: str | None, verb: str, *params: str, trailing: str | None = None) -> bytes:
-    """One line the server sends, CR LF included.
+    """One line the server sends, CR LF included, never over ``LINE_LIMIT``.
+
+    A trailing parameter too long for the line is shortened, with "..." to
+    say so: what must arrive whole (a chat message) is split before it
+    gets here (``privmsg``); what may be shortened is an echo or a reason.
 
     >>> irc_line("chatlab.server", "001", "ada", trailing="Welcome")
     b':chatlab.server 001 ada :Welcome\\r\\n'
+    >>> irc_line("chatlab.server", "PONG", "chatlab.server", trailing="x\\r:evil PRIVMSG")
+    b':chatlab.server PONG chatlab.server :x^M:evil PRIVMSG\\r\\n'
+    >>> len(irc_line("chatlab.server", "PONG", "chatlab.server", trailing="x" * 600))
+    512
     """
-    parts = ([":" + source] if source else []) + [verb, *params]
-    if trailing is not None:
-        parts.append(":" + trailing)
-    return (" ".join(parts) + "\r\n").encode("utf-8")
+    head = " ".join(([":" + source] if source else []) + [verb, *params]).translate(_NEVER_IN_A_LINE).encode("utf-8")
+    if trailing is None:
+        return head + b"\r\n"
+    tail = trailing.translate(_NEVER_IN_A_LINE).encode("utf-8")
+    room = LINE_LIMIT - len(head) - 4  # " :" before the text, CR LF after it
+    if len(tail) > room:
+        tail = fit(tail.decode("utf-8"), room - 3)[0] + b"..."
+    return head + b" :" + tail + b"\r\n"
 
 
 def fit(text: str, budget: int) -> list[bytes]:
@@ -668,12 +685,7 @@ class IrcDialect(Framed):
     # Helpers.
 
     def _numeric(self, number: str, *params: str, trailing: str | None = None) -> bytes:
-        """``:server NUMBER nick params :text``, its text shortened (with '...') to fit the line."""
-        if trailing is not None:
-            budget = _budget(self.server, number, self.nick, *params)
-            data = trailing.encode("utf-8")
-            if len(data) > budget:
-                trailing = fit(trailing, budget - 3)[0].decode("utf-8") + "..."
+        """``:server NUMBER nick params :text`` (a text too long for the line is shortened, with '...')."""
         return irc_line(self.server, number, self.nick, *params, trailing=trailing)
 
     def _reply(self, number: str, *params: str, trailing: str | None = None) -> Reply:
