@@ -29,6 +29,7 @@ pytest.importorskip("h11")
 
 from wsproto import ConnectionType, WSConnection  # noqa: E402
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage  # noqa: E402
+from wsproto.extensions import PerMessageDeflate  # noqa: E402
 from wsproto.frame_protocol import FrameProtocol  # noqa: E402
 
 from chatlab.client import ChatClient  # noqa: E402
@@ -54,7 +55,9 @@ class Browser:
     def __init__(self, origin: str | None = ORIGIN, host: str = HOST):
         self.ws = WSConnection(ConnectionType.CLIENT)
         headers = [(b"Origin", origin.encode())] if origin else []
-        self.request = self.ws.send(Request(host=host, target="/chat", extra_headers=headers))
+        # Offering compression, as Chrome does: the server must decline it.
+        self.request = self.ws.send(Request(host=host, target="/chat", extra_headers=headers,
+                                            extensions=[PerMessageDeflate()]))
 
     def read(self, data: bytes) -> list[Any]:
         self.ws.receive_data(data)
@@ -189,7 +192,8 @@ def test_the_upgrade_answers_the_key_and_hands_over_byte_by_byte():
     key = re.search(rb"Sec-WebSocket-Key: (\S+)", browser.request, re.IGNORECASE)[1]
     expected = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     assert b"Sec-WebSocket-Accept: " + expected + b"\r\n" in accept.data  # RFC 6455, section 4.2.2
-    assert b"Sec-WebSocket-Extensions" not in accept.data  # no compression: broadcasts are encoded once
+    assert b"permessage-deflate" in browser.request  # offered...
+    assert b"Sec-WebSocket-Extensions" not in accept.data  # ... and declined: broadcasts are encoded once
     assert [port.upgraded.parse(u) for u in units[1:]] == [{"type": "hello", "name": "ada"}]
 
 
