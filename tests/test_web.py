@@ -531,3 +531,11 @@ def test_the_protocol_documents_examples_are_true():
     assert json.loads(bytes(b ^ mask[i % 4] for i, b in enumerate(payload))) == {"type": "hello", "name": "ada"}
     welcome = WebSocketDialect.encode_shared({"type": "welcome", "name": "ada", "users": ["ada"], "room": "lobby"})
     assert welcome.hex(" ").startswith(re.search(r"^S: ((?:[0-9a-f]{2} )+)", section, re.MULTILINE)[1].strip())
+
+
+def test_the_page_says_why_someone_left_in_the_servers_words():
+    from chatlab.protocol import REASON_WORDS
+
+    script = (ROOT / "chatlab" / "webpage" / "chat.js").read_text()
+    table = script.split("const REASON_WORDS = {", 1)[1].split("};", 1)[0]
+    assert dict(re.findall(r'(\w+): "([^"]*)"', table)) == REASON_WORDS
