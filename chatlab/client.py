@@ -13,9 +13,22 @@ Usable from scripts, tests and notebooks::
         print(ada.wait_for("message")["text"])
 
 Events are the server's messages as dicts (see ``docs/protocol.md``), plus
-two the client makes itself: ``{"type": "disconnected", "reason": ...}``
+those the client makes itself: ``{"type": "disconnected", "reason": ...}``
 when the connection ends, and ``{"type": "file_received", "file": ...,
 "name": ..., "data": ..., "ok": ...}`` when a file it accepted is complete.
+
+With ``resume=True`` a dropped connection is not the end.  The client
+connects again (to the next of ``also``'s addresses, for a chat on several
+servers), with a growing pause between tries, registers under the same
+name, joins its rooms again, and asks each room for the messages it missed
+-- a ``history`` request ``since`` the last id it saw there.  Those
+messages come as ordinary ``message`` events, in order, marked
+``"missed": true``; anything that arrives live meanwhile waits its turn, so
+the person misses nothing and sees nothing twice.  Two more events tell
+what happens: ``{"type": "reconnecting", "attempt": N, "delay": S,
+"reason": ...}`` before each try, and ``{"type": "resumed", "address": ...,
+"missed": N}`` once it is back.  (Private messages are not in any room's
+history: one sent while the client was away is lost to it.)
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ import base64
 import hashlib
 import itertools
 import queue
+import random
 import socket
 import ssl
 import threading
@@ -35,6 +49,25 @@ from .errors import WireError
 from .files import CHUNK, MAX_FILE_NAME
 from .servers.base import DEFAULT_HOST, DEFAULT_PORT, format_address
 from .tls import TLSLayer, client_context, handshake_over
+
+
+#: Resuming: the first pause before connecting again, the longest, how long to keep trying,
+#: and the messages asked for in one history page while catching up.
+RESUME_FIRST = 0.1
+RESUME_MAX = 2.0
+RESUME_FOR = 120.0
+RESUME_PAGE = 100
+#: The ``closing`` reasons after which a resuming client comes back (None: the connection just broke).
+#: Not after "quit", "flooding", "auth_failed", "protocol_error"...: those were meant.
+RESUME_AFTER = (None, "shutdown", "server_lost", "server_error", "too_slow", "idle")
+
+
+#: The last request of a resume: its answer says that every answer before it has come.
+BARRIER = {"type": "who", "room": "lobby"}
+
+
+def _is_barrier(event: dict[str, Any]) -> bool:
+    return event.get("type") == "users" and event.get("room") == "lobby"
 
 
 class ChatConnectionError(ConnectionError):
@@ -88,33 +121,30 @@ class ChatClient:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         tls: bool | ssl.SSLContext = False,
         cafile: str | None = None,
+        resume: bool = False,
+        also: list[tuple[str, int]] | tuple[tuple[str, int], ...] = (),
+        resume_for: float = RESUME_FOR,
     ):
         self.timeout = timeout
         self.on_event = on_event  # called on the receive thread, for each event
         self.name: str | None = None
         self.users: list[str] = []
-        self.sock = open_connection(host, port, timeout)
-        self.tls: TLSLayer | None = None
-        if tls:
-            # TLS first: the banner and everything after it travel encrypted.
-            context = tls if isinstance(tls, ssl.SSLContext) else client_context(cafile)
-            self.tls = TLSLayer(context, server_side=False, server_hostname=host)
-            try:
-                handshake_over(self.sock, self.tls, timeout)
-            except ssl.SSLCertVerificationError as exc:
-                self.sock.close()
-                raise ChatConnectionError(
-                    f"the server's certificate is not trusted ({exc.verify_message}): "
-                    "give the lab CA file with --cafile, and connect with a name the certificate lists"
-                ) from None
-            except (OSError, ssl.SSLError) as exc:
-                self.sock.close()
-                raise ChatConnectionError(f"TLS handshake failed: {exc}. Is the server running with --tls?") from None
-            self.sock.settimeout(timeout)  # for the banner, as without TLS
-        self.wire = ClientWire("frames")  # the banner, then frames: parsed in one place for every client
+        self._tls_option, self._cafile = tls, cafile
+        # Resuming: where to try, for how long, and what to restore.
+        self.resume, self.resume_for = resume, resume_for
+        self.addresses: list[tuple[str, int]] = [(host, port), *[(h, p) for h, p in also]]
+        self.address = (host, port)  # where we are connected now
+        self.resumes = 0  # how many times the connection was restored
+        self.last_ids: dict[str, int] = {}  # room -> the newest message id seen there
+        self.rooms: list[str] = []  # rooms joined, besides the lobby, to join again
+        self._password: str | None = None
+        self._link = threading.Condition()  # the sender waits on it for a new connection
+        self._generation = 0  # which connection self.sock is
+        self.sock, self.tls, self.wire = self._open(host, port)
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._outgoing: queue.Queue[bytes | None] = queue.Queue()
         self._ping_ids = itertools.count(1)
+        self._closing = threading.Event()
         self.keepalives = 0  # keep-alive pings from the server, answered for us
         self._closed = False
         self._uploads: dict[str, bytes] = {}  # SHA-256 -> data of files we offered
@@ -142,6 +172,30 @@ class ChatClient:
 
     # ------------------------------------------------------------ the wire
 
+    def _open(self, host: str, port: int) -> tuple[socket.socket, TLSLayer | None, ClientWire]:
+        """A TCP connection (and TLS over it, if asked), with the wire that reads it."""
+        sock = open_connection(host, port, self.timeout)
+        layer: TLSLayer | None = None
+        if self._tls_option:
+            # TLS first: the banner and everything after it travel encrypted.
+            tls = self._tls_option
+            context = tls if isinstance(tls, ssl.SSLContext) else client_context(self._cafile)
+            layer = TLSLayer(context, server_side=False, server_hostname=host)
+            try:
+                handshake_over(sock, layer, self.timeout)
+            except ssl.SSLCertVerificationError as exc:
+                sock.close()
+                raise ChatConnectionError(
+                    f"the server's certificate is not trusted ({exc.verify_message}): "
+                    "give the lab CA file with --cafile, and connect with a name the certificate lists"
+                ) from None
+            except (OSError, ssl.SSLError) as exc:
+                sock.close()
+                raise ChatConnectionError(f"TLS handshake failed: {exc}. Is the server running with --tls?") from None
+            sock.settimeout(self.timeout)  # for the banner, as without TLS
+        # The banner, then frames: parsed in one place for every client.
+        return sock, layer, ClientWire("frames")
+
     def _read_banner(self) -> list[dict[str, Any]]:
         """Read the server's one-line greeting; return the messages that came with it."""
         # With TLS 1.2 the server finishes the handshake last and may send the
@@ -168,19 +222,149 @@ class ChatClient:
         return rest
 
     def _receive_loop(self, early: list[dict[str, Any]]) -> None:
-        reason = "the server closed the connection"
+        while True:
+            reason, closing = self._pump(early)
+            early = []
+            if self._closed:
+                reason = "closed by us"
+                break
+            if not (self.resume and self.name is not None and closing in RESUME_AFTER) or not self._reconnect(reason):
+                break
+        self._deliver({"type": "disconnected", "reason": reason})
+        with self._link:
+            self._generation = -1  # no connection will come: the send thread stops
+            self._link.notify_all()
+        self._outgoing.put(None)  # let the send thread finish too
+
+    def _pump(self, early: list[dict[str, Any]]) -> tuple[str, str | None]:
+        """Deliver what one connection brings until it ends: why, and the ``closing`` reason if one came."""
+        reason, closing = "the server closed the connection", None
         try:
             for event in early:
                 self._deliver(event)
             while data := self._recv():
                 for event, _ in self.wire.feed(data):
+                    if event.get("type") == "closing":
+                        closing = event.get("reason")
                     self._deliver(event)
         except (OSError, WireError, ssl.SSLError) as exc:
             reason = f"connection lost: {exc}"
-        if self._closed:
-            reason = "closed by us"
-        self._deliver({"type": "disconnected", "reason": reason})
-        self._outgoing.put(None)  # let the send thread finish too
+        return reason, closing
+
+    # ------------------------------------------------------------ resuming
+
+    def _reconnect(self, reason: str) -> bool:
+        """Connect again, with backoff, until registered again and caught up (True), or ``resume_for`` is over."""
+        deadline, delay, attempt = time.monotonic() + self.resume_for, RESUME_FIRST, 0
+        self.sock.close()
+        while time.monotonic() < deadline and not self._closed:
+            attempt += 1
+            self._emit({"type": "reconnecting", "attempt": attempt, "delay": round(delay, 3), "reason": reason})
+            if self._closing.wait(delay):
+                return False
+            # Jitter: a classroom dropped at once must not come back at once, in step.
+            delay = min(RESUME_MAX, delay * 2) * random.uniform(0.8, 1.2)
+            address = self.addresses[(self.addresses.index(self.address) + attempt - 1) % len(self.addresses)]
+            try:
+                self._resume_at(address)
+                return True
+            except (OSError, ChatConnectionError, ChatError, WireError, ssl.SSLError, TimeoutError) as exc:
+                reason = f"{exc}"
+        return False
+
+    def _resume_at(self, address: tuple[str, int]) -> None:
+        """Register again on a new connection, join our rooms, and fetch what we missed; then switch to it."""
+        sock, layer, wire = self._open(*address)
+        old = self.sock, self.tls, self.wire
+        self.sock, self.tls, self.wire = sock, layer, wire
+        try:
+            held = self._read_banner()
+            rooms, since = ["lobby", *self.rooms], dict(self.last_ids)
+            newest = max(since.values(), default=0)
+            hello: dict[str, Any] = {"type": "hello", "name": self.name}
+            if self._password is not None:
+                hello["password"] = self._password
+            # All at once: the server answers in order (it holds what follows
+            # a hello back until the hello is answered).  The last request, a
+            # "who" of the lobby, marks the end: on a chat shared by several
+            # servers it is answered, like history, in the order asked (a
+            # ping would be answered at once, before the history came back).
+            requests = [hello, *({"type": "join", "room": room} for room in self.rooms),
+                        *({"type": "history", "room": room, "since": since.get(room, newest), "limit": RESUME_PAGE}
+                          for room in rooms), BARRIER]
+            self._send_now(requests)
+            answers = self._until_barrier(held)
+            welcome = next((e for e in answers if e["type"] in ("welcome", "error")), None)
+            if welcome is None or welcome["type"] == "error":
+                raise ChatError(welcome["code"] if welcome else "no_welcome", welcome["message"] if welcome else
+                                "the server did not answer our hello")
+            self.users = list(welcome["users"])
+            # The history answers to *our* requests are each room's last one
+            # before the pong (a join's own recent history comes before them).
+            pages = {e["room"]: e for e in answers if e["type"] == "history"}
+            live = [e for e in answers if e["type"] not in ("welcome", "history")
+                    and not (e["type"] == "joined" and "members" in e) and not _is_barrier(e)]
+            caught: list[dict[str, Any]] = []
+            for room in rooms:
+                page, seen = pages.get(room), self.last_ids.get(room, since.get(room, newest))
+                while page is not None:
+                    fresh = [m for m in page["messages"] if m["id"] > seen]
+                    caught += fresh
+                    seen = max([seen, *(m["id"] for m in fresh)])
+                    if not page.get("more") or not page["messages"]:
+                        break
+                    self._send_now([{"type": "history", "room": room, "since": page["messages"][-1]["id"],
+                                     "limit": RESUME_PAGE}, BARRIER])
+                    more = self._until_barrier([])
+                    live += [e for e in more if e["type"] != "history" and not _is_barrier(e)]
+                    page = next((e for e in reversed(more) if e["type"] == "history"), None)
+        except BaseException:
+            self.sock, self.tls, self.wire = old
+            sock.close()
+            raise
+        sock.settimeout(None)
+        self.address = address
+        self.resumes += 1
+        with self._link:
+            self._generation += 1
+            self._link.notify_all()  # the send thread carries on, on the new connection
+        self._emit({"type": "resumed", "address": format_address(address), "missed": len(caught)})
+        for message in caught:  # what was said while we were away, in order
+            self._deliver({**message, "missed": True})
+        for event in live:  # what came live meanwhile, in order, less what history already gave
+            if event["type"] == "message" and "room" in event and event["id"] <= self.last_ids.get(event["room"], 0):
+                continue
+            self._deliver(event)
+
+    def _send_now(self, messages: list[dict[str, Any]]) -> None:
+        """Write messages on the current connection from this thread (while resuming)."""
+        data = b"".join(self.wire.encode(m) for m in messages)
+        if self.tls is not None:
+            self.tls.send(data)
+            data = self.tls.outgoing()
+        self.sock.sendall(data)
+
+    def _until_barrier(self, held: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Everything the server sends until it answers BARRIER (within the timeout)."""
+        got = list(held)
+        deadline = time.monotonic() + self.timeout
+        while not any(_is_barrier(e) or (e["type"] == "error" and e.get("code") == "name_taken") for e in got):
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data = self._recv()
+            if not data:
+                raise ChatConnectionError("the server closed the connection while we resumed")
+            for event, _ in self.wire.feed(data):
+                if event.get("type") == "ping":  # a keep-alive: answered, not news
+                    self._send_now([{"type": "pong", "id": event.get("id")}])
+                else:
+                    got.append(event)
+        return got
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        """An event the client makes itself."""
+        if self.on_event is not None:
+            self.on_event(event)
+        self._events.put(event)
 
     def _deliver(self, event: dict[str, Any]) -> None:
         if event.get("type") == "ping":
@@ -207,9 +391,28 @@ class ChatClient:
             self.name = event["name"]
         if event.get("type") in ("welcome", "users"):
             self.users = list(event["users"])
+        self._note(event)
         if self.on_event is not None:
             self.on_event(event)
         self._events.put(event)
+
+    def _note(self, event: dict[str, Any]) -> None:
+        """Remember what a resume needs: our rooms, and the newest message id seen in each."""
+        kind = event.get("type")
+        if kind == "message" and "room" in event:
+            self.last_ids[event["room"]] = max(self.last_ids.get(event["room"], 0), event["id"])
+        elif kind == "history" and event.get("messages"):
+            room = event["room"]
+            self.last_ids[room] = max(self.last_ids.get(room, 0), event["messages"][-1]["id"])
+        elif kind == "joined" and "members" in event and event.get("name") == self.name:
+            room = event["room"]
+            # Nothing seen there yet: what it may have missed is what came after everything seen anywhere.
+            self.last_ids.setdefault(room, max(self.last_ids.values(), default=0))
+            if room != "lobby" and room not in self.rooms:
+                self.rooms.append(room)
+        elif kind == "left" and event.get("name") == self.name and event.get("reason") == "left":
+            if event["room"] in self.rooms:
+                self.rooms.remove(event["room"])
 
     def _recv(self) -> bytes:
         """The next plaintext from the server (b"" at the end of the stream)."""
@@ -223,17 +426,34 @@ class ChatClient:
             # Only TLS housekeeping (e.g. session tickets): read on.
 
     def _send_loop(self) -> None:
+        generation = self._generation
+        while (data := self._outgoing.get()) is not None:
+            while True:
+                try:
+                    self._send_on(data)
+                    break
+                except (OSError, ssl.SSLError):
+                    if not self.resume:
+                        return  # the receive thread reports the lost connection
+                # Resuming: wait for the receive thread's new connection, then send it there.
+                with self._link:
+                    while self._generation == generation:
+                        self._link.wait()
+                    generation = self._generation
+                if generation < 0:
+                    return
         try:
-            while (data := self._outgoing.get()) is not None:
-                if self.tls is not None:
-                    self.tls.send(data)
-                    data = self.tls.outgoing()  # the same bytes, encrypted into TLS records
-                self.sock.sendall(data)
             if self.tls is not None:
                 self.tls.close()
                 self.sock.sendall(self.tls.outgoing())
         except (OSError, ssl.SSLError):
-            pass  # the receive thread reports the lost connection
+            pass
+
+    def _send_on(self, data: bytes) -> None:
+        if self.tls is not None:
+            self.tls.send(data)
+            data = self.tls.outgoing()  # the same bytes, encrypted into TLS records
+        self.sock.sendall(data)
 
     def send(self, msg: dict[str, Any]) -> None:
         """Queue one message for the send thread (returns at once)."""
@@ -249,6 +469,7 @@ class ChatClient:
         hello = {"type": "hello", "name": name}
         if password is not None:
             hello["password"] = password
+        self._password = password  # for registering again after a resume
         self.send(hello)
         reply = self.wait_for(lambda e: e["type"] in ("welcome", "error"), timeout)
         if reply["type"] == "error":
@@ -365,6 +586,7 @@ class ChatClient:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()  # a resume waiting between two tries gives up
         if self._receiver.is_alive():
             self.send({"type": "bye"})
             self._outgoing.put(None)

@@ -12,8 +12,11 @@ order, and everyone else chats on.
 Guessing is slowed down too: a wrong password is answered only after a
 delay (``auth_delay``), and while one check or wrong answer is pending for
 an address, another password from there is not checked at all -- it is
-answered as wrong.  So one address gets at most one guess per delay, and a
-crowd of connections cannot make the server do nothing but hash.
+answered as wrong.  A guess whose connection hangs up while it is checked
+still holds its address for the delay: so one address gets at most one
+guess per delay, however it behaves.  And in all, one check runs at a time
+(the rest wait their turn, in order): a crowd of guessers from many
+addresses costs the server at most one core, never the chat's.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from collections import deque
 from typing import Callable
 
 from .accounts import Accounts
-from .effects import ClientId
+from .effects import ClientId, Effect, Work
 from .limits import Limits
-from .protocol import AUTH_FAILED, AUTH_REQUIRED
+from .protocol import AUTH_FAILED, AUTH_REQUIRED, look_alikes
 from .session import Client, Out, Services
 
 log = logging.getLogger("chatlab.core")
@@ -42,7 +45,24 @@ class Logins:
         self.accounts, self.limits, self.chat = accounts, limits, chat
         self._answers_due: deque[tuple[float, ClientId, str]] = deque()  # (when, client id, host): wrong passwords
         self._checking: set[str] = set()  # addresses with a check or a wrong answer pending
+        self._held: dict[str, float] = {}  # address -> until when: its guess hung up while being checked
         self._failures: dict[ClientId, int] = {}  # wrong passwords on each connection
+        self._running = False  # one check at a time, in all
+        self._account_looks: dict[str, tuple[str, str]] | None = None  # look-alike form -> (key, name) of an account
+        self._waiting: deque[tuple[Client, Work]] = deque()  # checks waiting their turn, in order
+
+    def look_alike_account(self, name: str, key: str) -> str | None:
+        """The name of an account that ``name`` could pass for (not its own), if any."""
+        if self.accounts is None or not self.accounts.entries:
+            return None
+        if self._account_looks is None:  # worked out once: the accounts are read at start
+            self._account_looks = {form: (k, shown) for k, (shown, _) in self.accounts.entries.items()
+                                   for form in look_alikes(shown)}
+        for form in look_alikes(name):
+            owner = self._account_looks.get(form)
+            if owner is not None and owner[0] != key:
+                return owner[1]
+        return None
 
     def check(self, client: Client, name: str, key: str, password: str | None, now: float, out: Out) -> Verdict:
         """Whether ``name`` may be taken now; or the slow check to run for it."""
@@ -56,7 +76,9 @@ class Logins:
                            out)
             return False
         host = client.watch.host
-        if host in self._checking:
+        if host in self._held and now >= self._held[host]:
+            del self._held[host]
+        if host in self._checking or host in self._held:
             # Another password from this address is being checked, or was
             # wrong and not yet answered: this one is not even looked at.
             self._wrong(client, name, host, now, out)
@@ -87,7 +109,9 @@ class Logins:
             self._answer_wrong(client, now, out)
 
     def keep_time(self, now: float, out: Out) -> None:
-        """Every tick: the wrong-password answers whose delay is up."""
+        """Every tick: the wrong-password answers whose delay is up, and addresses held no longer."""
+        for host in [h for h, until in self._held.items() if now >= until]:
+            del self._held[host]
         while self._answers_due and self._answers_due[0][0] <= now:
             _, cid, host = self._answers_due.popleft()
             self._checking.discard(host)
@@ -103,14 +127,51 @@ class Logins:
         if self.limits.auth_tries and failures >= self.limits.auth_tries:
             self.chat.close(client, "auth_failed", f"{failures} wrong passwords; goodbye", now, out)
 
-    def cancel(self, client: Client) -> None:
-        """A check ran for a client that has left meanwhile: nothing to answer."""
-        self._checking.discard(client.watch.host)
+    def cancel(self, client: Client, now: float) -> None:
+        """A check ran for a client that has left meanwhile: nothing to answer.
+
+        Its address still waits out the delay, as for a wrong answer: else a
+        guesser who hangs up mid-check would get a check per connection.
+        """
+        host = client.watch.host
+        self._checking.discard(host)
+        if self.limits.auth_delay:
+            self._held[host] = now + self.limits.auth_delay
+
+    # -------------------------------------------------- one check at a time
+
+    def run(self, client: Client, work: Work, out: list[Effect]) -> None:
+        """Start ``work`` (a check for ``client``) now if no other check runs, else when its turn comes."""
+        then = work.then
+
+        def done(result: object, now: float) -> list[Effect]:
+            return then(result, now) + self._next()
+
+        work = Work(work.job, done, work.what)
+        if self._running:
+            self._waiting.append((client, work))
+        else:
+            self._running = True
+            out.append(work)
+
+    def _next(self) -> list[Effect]:
+        """A check is done: the next one waiting, if any."""
+        if self._waiting:
+            return [self._waiting.popleft()[1]]
+        self._running = False
+        return []
 
     def forget(self, client: Client) -> None:
         self._failures.pop(client.id, None)
+        if any(waiting is client for waiting, _ in self._waiting):
+            # It left before its turn: the check never runs, its address is free.
+            self._waiting = deque((c, w) for c, w in self._waiting if c is not client)
+            self._checking.discard(client.watch.host)
 
     def reset(self) -> None:
         self._answers_due.clear()
         self._checking.clear()
+        self._held.clear()
         self._failures.clear()
+        self._waiting.clear()
+        self._running = False

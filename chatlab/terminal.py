@@ -48,6 +48,12 @@ def describe(event: dict[str, Any]) -> str:
         return f"[{clock}] {where}<{event['from']}> {event['text']}"
     if kind == "disconnected":
         return f"* {event['reason']}"
+    if kind == "reconnecting":
+        return f"* Connection lost ({event['reason']}); reconnecting in {event['delay']:.1f} s (try {event['attempt']})..."
+    if kind == "resumed":
+        caught = f"{event['missed']} message{'s' if event['missed'] != 1 else ''} you missed follow" \
+            if event["missed"] else "you missed nothing"
+        return f"* Reconnected to {event['address']}: {caught}."
     if kind == "file_offer":
         return (f"* {event['from']} offers {event['name']} ({event['size']:,} bytes): "
                 f"/accept {event['file']} or /decline {event['file']}")
@@ -140,11 +146,13 @@ class Terminal:
 
 
 def run(host: str, port: int, name: str | None, terminal: Terminal | None = None,
-        downloads: Path | None = None, tls: bool = False, cafile: str | None = None) -> int:
+        downloads: Path | None = None, tls: bool = False, cafile: str | None = None,
+        also: tuple[tuple[str, int], ...] = ()) -> int:
     """Chat until /quit, Ctrl+C, end of input or the server going away.  Returns an exit status."""
     term = terminal or Terminal()
     try:
-        client = ChatClient(host, port, tls=tls, cafile=cafile)
+        # A dropped connection, a restarted server: the client comes back by itself, and catches up.
+        client = ChatClient(host, port, tls=tls, cafile=cafile, resume=True, also=also)
     except ChatConnectionError as exc:
         print(f"chatlab: {exc}", file=sys.stderr)
         return 1

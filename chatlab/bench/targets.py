@@ -70,6 +70,10 @@ class Target:
         return [
             "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--logfile", "", "--loglevel", "notice",
+            # Protected mode lets in 127.0.0.1 only; the generator also connects
+            # from 127.0.0.2 ... (loadgen.SOURCES).  Bound to loopback, it is
+            # reachable from this machine only either way.
+            "--protected-mode", "no",
             # No limit on what may queue for a subscriber: limits off, as for chatlab.
             "--client-output-buffer-limit", "pubsub 0 0 0",
             "--maxclients", str(max(10000, clients + 100)),

@@ -230,12 +230,23 @@ class Shell(BaseServer):
         """Do what the core said, in its order: queue bytes, start closes, hand out work."""
         channels, limit = self.channels, self.limits.outbox_bytes
         too_slow: list[Channel] = []
-        for effect in effects:
+        at, end = 0, len(effects)
+        while at < end:
+            effect = effects[at]
+            at += 1
             if type(effect) is Send:
                 # The hot path.  A broadcast arrives encoded once, with every
-                # recipient in ``to``: per recipient, one check and one append.
-                data, size = effect.data, len(effect.data)
-                for cid in effect.to:
+                # recipient in ``to``; and the messages of one burst (all
+                # that one recv() brought) follow each other to the same
+                # recipients: they are queued as one piece.  Per recipient,
+                # one check and one append for the whole burst.
+                to, pieces = effect.to, [effect.data]
+                while at < end and isinstance(after := effects[at], Send) and after.to == to:
+                    pieces.append(after.data)
+                    at += 1
+                data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                size = len(data)
+                for cid in to:
                     channel = channels.get(cid)
                     if channel is None or channel.dropped:
                         continue  # gone already
