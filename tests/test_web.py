@@ -353,9 +353,13 @@ def test_the_web_dialects_are_registered():
 
 
 def test_the_page_is_package_data_and_loads_nothing_from_outside():
-    project = (ROOT / "pyproject.toml").read_text()
-    declared = project.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
-    assert 'chatlab = ["webpage/*"]' in declared  # so that a pip install (not only -e) carries the page
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest brings tomli
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = project["tool"]["setuptools"]["package-data"]["chatlab"]
+    assert "webpage/*" in declared  # so that a pip install (not only -e) carries the page
     files = {name for name, _ in PAGE_FILES.values()}
     assert files == {p.name for p in (ROOT / "chatlab" / "webpage").iterdir()}
     html = PAGE[b"/"][0].decode()
