@@ -277,10 +277,29 @@ def add_redis_options(serve: argparse.ArgumentParser) -> None:
                             "(e.g. redis://127.0.0.1:6379/0); see docs/scaling.md")
     serve.add_argument("--redis-mode", choices=["streams", "pubsub"], default="streams",
                        help="how servers hear each other: streams (default: a server that was away catches up) "
-                            "or pubsub (what it missed is lost: for the lesson of notebook 13)")
+                            "or pubsub (what it missed is lost: for the lesson of notebook 14)")
+
+
+def cmd_scale_out(args: argparse.Namespace) -> int:
+    """``chatlab bench --scale-out``: one node against two and three on Redis (chatlab/bench/scaleout.py)."""
+    from .bench.scaleout import run_scale_out, text_report
+
+    receivers = [int(r) for r in (args.receivers or "").split(",") if r.strip()] or [100]
+    result = run_scale_out(receivers[0], args.messages or 2000, args.scale_out_model,
+                           progress=lambda r: print(f"  {r['setup']}: {r.get('rate', 0):,.0f} deliveries/s",
+                                                    file=sys.stderr, flush=True))
+    print(text_report(result))
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"(written to {args.json})")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.scale_out:
+        return cmd_scale_out(args)
     from .bench import run_benchmark, text_report
     from .bench.progress import ProgressBar
 
@@ -453,6 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs of each throughput and latency measurement, reported as their median "
                             "(default: 3 at full size, else 1)")
     bench.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    bench.add_argument("--scale-out", action="store_true",
+                       help="instead: one node against two and three sharing one chat on Redis (docs/scaling.md)")
+    bench.add_argument("--scale-out-model", choices=sorted(MODELS), default="selectors",
+                       help="with --scale-out: the nodes' model (default %(default)s)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -269,7 +269,7 @@ class RedisStore:
 
     ``mode="streams"`` (the design) delivers from the rooms' streams;
     ``mode="pubsub"`` from PUBLISH/SUBSCRIBE, with the same streams kept for
-    history only -- the broken design, for the lesson of notebook 13.
+    history only -- the broken design, for the lesson of notebook 14.
     """
 
     def __init__(self, url: str, mode: str = "streams", prefix: str = PREFIX, keep: int = KEEP,
