@@ -149,7 +149,7 @@ class ChatCore:
             return out  # its refusal
         # (``out`` may close another connection to make room: guard.Guard.make_room.)
         self.clients[cid] = Client(cid, peer, dialect, now, self.guard.watch(peer, now))
-        log.info("%s connected", peer)
+        log.debug("%s connected", peer)  # told at INFO once it says hello ("registered as")
         greeting = dialect.greeting()  # on the main port, the server speaks first: the banner
         return out + [Send((cid,), greeting)] if greeting else out
 
@@ -206,7 +206,10 @@ class ChatCore:
             return []
         out: Out = []
         if client.dialect.pending:
-            log.warning("%s vanished mid-message: %d bytes of it dropped", client, client.dialect.pending)
+            # Worth a warning from someone who chatted; from a connection that
+            # never said hello (a scan, a flood that resets), only detail.
+            log.log(logging.WARNING if client.name else logging.DEBUG,
+                    "%s vanished mid-message: %d bytes of it dropped", client, client.dialect.pending)
         self.close(client, reason, None, now, out)
         return out
 
@@ -489,7 +492,11 @@ class ChatCore:
                 for room in list(client.rooms.values()):
                     self._exit(client, room, reason, out, text=client.farewell)
         self.files.expire(now, client)
-        log.info("%s closed (%s) after %.1f s", client, reason, lasted)
+        # The log tells the story of people, not of every socket: a connection
+        # that never said hello and just went away is detail (a connect flood
+        # would otherwise write lines as fast as it connects, security.md 2.7).
+        quiet = client.name is None and reason == "disconnected"
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s closed (%s) after %.1f s", client, reason, lasted)
 
     # ------------------------------------------------ what fits in one message
     #

@@ -164,6 +164,9 @@ ALWAYS_FREE = frozenset({"bye"})
 
 KEEPALIVE: Message = {"type": "ping", "id": "keepalive"}
 
+#: Seconds between the log's summaries of refused connections.
+REFUSAL_SUMMARY = 10.0
+
 #: Seconds a connection has to say hello while the server is nine tenths full
 #: (instead of ``register_timeout``): enough for a program, and for a person
 #: who types their name at once.
@@ -202,7 +205,8 @@ class Guard:
     def reset(self) -> None:
         """Forget every connection (the server stopped)."""
         self.doorman = Doorman(self.limits)
-        self._refused: dict[str, int] = {}  # address -> connections refused since the last tick, unlogged
+        self._refused: dict[str, int] = {}  # address -> connections refused since its last summary, unlogged
+        self._summed_at: float | None = None  # when refusals were last summed up in the log
         self._relayed: dict[str, TokenBucket] = {}  # address -> its allowance of bytes relayed
 
     # ------------------------------------------------------------ arrival
@@ -352,10 +356,16 @@ class Guard:
         self.doorman.tidy(now)
         for host in [h for h, bucket in self._relayed.items() if bucket.full(now)]:
             del self._relayed[host]  # no different from a stranger now: the table stays small
-        for host, more in self._refused.items():
-            if more:
-                log.warning("refused %d more connections from %s", more, host)
-        self._refused.clear()
+        # Refusals are summed up every REFUSAL_SUMMARY seconds: a flood that
+        # lasts writes two lines per address per summary, however fast it knocks.
+        if self._summed_at is None:
+            self._summed_at = now
+        if now - self._summed_at >= REFUSAL_SUMMARY:
+            for host, more in self._refused.items():
+                if more:
+                    log.warning("refused %d more connections from %s in %.0f s", more, host, now - self._summed_at)
+            self._refused.clear()
+            self._summed_at = now
 
     def _check_clocks(self, client: Client, now: float, out: Out, pressed: bool = False) -> None:
         limits, watch = self.limits, client.watch

@@ -452,9 +452,10 @@ def test_a_connection_flood_is_logged_in_a_few_lines(caplog):
         for cid in range(1, 1001):
             room.connect(cid)
         room.tick(0.5)
+        room.tick(10)  # refusals are summed up every 10 s
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and "refused (connecting_too_fast)" in lines[0]
-    assert lines[1] == "refused 998 more connections from 10.0.0.1"
+    assert lines[1] == "refused 998 more connections from 10.0.0.1 in 10 s"
 
 
 # ===================================================== round 2 (issue 13)
@@ -1049,3 +1050,21 @@ def test_under_pressure_the_register_timeout_is_shorter():
         calm.connect(cid, host=f"10.6.6.{cid}")
     calm.tick(10.5)
     assert calm.closed == {}  # a quiet server gives the full 60 s
+
+
+def test_a_connect_and_reset_flood_is_logged_in_a_few_lines(caplog):
+    # 13.8: each refused or admitted connection that reset wrote lines at INFO:
+    # a 10 s connect flood from one address wrote 83,784 lines (8.7 MB).
+    room = Driver(Limits(accept_rate=10, accept_burst=32, register_timeout=60))
+    with caplog.at_level(logging.INFO, logger="chatlab"):
+        for cid in range(1, 20001):  # 2,000 connections a second for 10 s, each sending a byte then resetting
+            room.connect(cid)  # (Driver: all from 10.0.0.1)
+            if cid in room.core.clients:
+                room.send(cid, b"x")
+                room.disconnect(cid)
+            if cid % 1000 == 0:
+                room.tick(0.5)
+        room.tick(1.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) <= 6, lines  # a first refusal, then a summary every 10 s
+    assert any("refused" in line and "more connections from 10.0.0.1" in line for line in lines)

@@ -97,6 +97,9 @@ MOTD = (
     "Names with '.' show here with '|' (ada.l is ada|l).",
 )
 
+#: The commands a client may send before it is registered (anything else: 451).
+REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
+
 #: How a ``left`` with each reason reads in the QUIT line the room is sent.
 QUIT_REASONS = {
     "quit": "Quit", "disconnected": "Connection closed", "protocol_error": "Protocol error",
@@ -260,7 +263,7 @@ class IrcDialect(Framed):
         self.handlers: dict[str, Callable[[Command], Message | Reply | None]] = {
             "CAP": self._cap, "PASS": self._pass, "NICK": self._nick, "USER": self._user,
             "PING": self._ping, "PONG": self._pong, "QUIT": self._quit,
-            # The rest need a registered client.
+            # The rest need a registered client (REGISTRATION lists those that do not).
             "PRIVMSG": self._privmsg, "NOTICE": self._privmsg, "JOIN": self._join, "PART": self._part,
             "NAMES": self._rooms, "LIST": self._rooms, "WHO": self._who, "WHOIS": self._users,
             "ISON": self._users, "USERHOST": self._users, "TOPIC": self._topic, "MODE": self._mode,
@@ -296,7 +299,7 @@ class IrcDialect(Framed):
             return None
         self.asked = command
         handler = self.handlers.get(command.verb)
-        if not self.registered and command.verb not in ("CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"):
+        if not self.registered and command.verb not in REGISTRATION:
             return self._reply(ERR_NOTREGISTERED, trailing="You have not registered: NICK and USER first")
         if handler is None:
             return self._reply(ERR_UNKNOWNCOMMAND, command.verb[:32], trailing="Unknown command")
@@ -308,12 +311,12 @@ class IrcDialect(Framed):
         sub = (command.param(0) or "").upper()
         if sub == "LS":
             self.negotiating = not self.registered
-            return self._reply_raw(irc_line(self.server, "CAP", self.nick, "LS", trailing=""))  # nothing to offer
+            return Reply(irc_line(self.server, "CAP", self.nick, "LS", trailing=""))  # nothing to offer
         if sub == "LIST":
-            return self._reply_raw(irc_line(self.server, "CAP", self.nick, "LIST", trailing=""))
+            return Reply(irc_line(self.server, "CAP", self.nick, "LIST", trailing=""))
         if sub == "REQ":
             self.negotiating = not self.registered
-            return self._reply_raw(irc_line(self.server, "CAP", self.nick, "NAK", trailing=command.param(1) or ""))
+            return Reply(irc_line(self.server, "CAP", self.nick, "NAK", trailing=command.param(1) or ""))
         if sub == "END":
             self.negotiating = False
             return self._hello()
@@ -365,7 +368,7 @@ class IrcDialect(Framed):
         if token is None:
             return self._reply(ERR_NOORIGIN, trailing="No origin specified")
         # Answered here, in order with everything else this client was sent.
-        return self._reply_raw(irc_line(self.server, "PONG", self.server, trailing=token))
+        return Reply(irc_line(self.server, "PONG", self.server, trailing=token))
 
     def _pong(self, command: Command) -> Message:
         return {"type": "pong"}  # the answer to the server's keep-alive PING
@@ -458,7 +461,7 @@ class IrcDialect(Framed):
         return self._reply(RPL_UNAWAY, trailing="You are no longer marked as being away")
 
     def _motd(self, command: Command) -> Reply:
-        return self._reply_raw(self._motd_lines())
+        return Reply(self._motd_lines())
 
     def _version(self, command: Command) -> Reply:
         return self._reply(RPL_VERSION, f"chatlab-{__version__}", self.server, trailing="the chatlab teaching chat server")
@@ -652,7 +655,9 @@ class IrcDialect(Framed):
         if code == "name_taken":
             return self._numeric(ERR_NICKNAMEINUSE, wanted, trailing="Nickname is already in use")
         if code == "bad_name":
-            return self._numeric(ERR_ERRONEUSNICKNAME, wanted, trailing=f"Erroneous nickname: {message}")
+            # The core's rule names '.', which travels as '|' here (irc_nick).
+            return self._numeric(ERR_ERRONEUSNICKNAME, wanted,
+                                 trailing=f"Erroneous nickname: {message.replace(repr('.'), repr('|'))}")
         if code in ("auth_required", "auth_failed"):
             return self._numeric(ERR_PASSWDMISMATCH, trailing=f"Password incorrect: {message} (send PASS before NICK)")
         if code == "already_registered":
@@ -690,9 +695,6 @@ class IrcDialect(Framed):
 
     def _reply(self, number: str, *params: str, trailing: str | None = None) -> Reply:
         return Reply(self._numeric(number, *params, trailing=trailing))
-
-    def _reply_raw(self, data: bytes) -> Reply:
-        return Reply(data)
 
     def _needs_more(self, command: Command) -> Reply:
         return self._reply(ERR_NEEDMOREPARAMS, command.verb[:32], trailing="Not enough parameters")

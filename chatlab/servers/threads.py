@@ -142,7 +142,7 @@ class ThreadChannel(Channel):
                 server.event(server.deliver, self, server.unwrap(self, data))
         except OSError as exc:
             if not self.dropped:
-                log.info("%s: connection lost: %s", self.peer, exc)
+                server.lost(self, exc)
         finally:
             self.peer_closed.set()
             server.event(server.ended, self)  # nothing, if the core closed it first
