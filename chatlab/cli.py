@@ -12,7 +12,6 @@ from pathlib import Path
 import signal
 import ssl
 import sys
-from typing import Any
 
 from . import __version__, serverlog
 from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
@@ -96,12 +95,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        options["listeners"] = irc_listeners(args, tls) + web_listeners(args, tls)
+        web = web_listeners(args, tls)
     except ImportError as exc:
         print(f"chatlab serve: --web-port needs the 'web' extra ({exc.name} is missing): "
               "pip install 'chatlab[web]'", file=sys.stderr)
         return 1
     try:
+        options["listeners"] = irc_listeners(args, tls) + web  # (a server name IRC cannot carry: ValueError)
         server = make_server(args.model, args.host, args.port, limits, **options)
         server.start()
     except (ServerError, ValueError) as exc:
@@ -140,14 +140,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def irc_listeners(args: argparse.Namespace, tls: Any) -> tuple[Any, ...]:
+def irc_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple[Listener, ...]:
     """``--irc-port``: a port speaking IRC (chatlab/dialects/irc.py), TLS too if the main port has it."""
     if args.irc_port is None:
         return ()
-    from .dialects.irc import IrcDialect
-    from .servers import Listener
+    from .dialects.irc import SERVER, IrcDialect
 
-    return (Listener("irc", args.host, args.irc_port, IrcDialect, tls),)
+    dialect = IrcDialect if args.irc_name == SERVER else IrcDialect.named(args.irc_name)
+    return (Listener("irc", args.host, args.irc_port, dialect, tls),)
 
 
 def web_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple[Listener, ...]:
@@ -277,10 +277,29 @@ def add_redis_options(serve: argparse.ArgumentParser) -> None:
                             "(e.g. redis://127.0.0.1:6379/0); see docs/scaling.md")
     serve.add_argument("--redis-mode", choices=["streams", "pubsub"], default="streams",
                        help="how servers hear each other: streams (default: a server that was away catches up) "
-                            "or pubsub (what it missed is lost: for the lesson of notebook 13)")
+                            "or pubsub (what it missed is lost: for the lesson of notebook 14)")
+
+
+def cmd_scale_out(args: argparse.Namespace) -> int:
+    """``chatlab bench --scale-out``: one node against two and three on Redis (chatlab/bench/scaleout.py)."""
+    from .bench.scaleout import run_scale_out, text_report
+
+    receivers = [int(r) for r in (args.receivers or "").split(",") if r.strip()] or [100]
+    result = run_scale_out(receivers[0], args.messages or 2000, args.scale_out_model,
+                           progress=lambda r: print(f"  {r['setup']}: {r.get('rate', 0):,.0f} deliveries/s",
+                                                    file=sys.stderr, flush=True))
+    print(text_report(result))
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"(written to {args.json})")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.scale_out:
+        return cmd_scale_out(args)
     from .bench import run_benchmark, text_report
     from .bench.progress import ProgressBar
 
@@ -396,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--irc-port", type=listen_port, metavar="PORT",
                        help="also speak IRC on this port, for irssi, weechat, HexChat... (0 picks a free one; "
                             "with --tls, IRC over TLS)")
+    serve.add_argument("--irc-name", default="chatlab.server", metavar="NAME",
+                       help="what the IRC port calls its server in replies (default %(default)s)")
     serve.add_argument("--web-port", type=listen_port, metavar="PORT",
                        help="also serve the chat page and WebSocket on this port, for browsers and phones "
                             "(0 picks a free one; needs the 'web' extra)")
@@ -451,6 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs of each throughput and latency measurement, reported as their median "
                             "(default: 3 at full size, else 1)")
     bench.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    bench.add_argument("--scale-out", action="store_true",
+                       help="instead: one node against two and three sharing one chat on Redis (docs/scaling.md)")
+    bench.add_argument("--scale-out-model", choices=sorted(MODELS), default="selectors",
+                       help="with --scale-out: the nodes' model (default %(default)s)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

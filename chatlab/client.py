@@ -54,7 +54,7 @@ from .tls import TLSLayer, client_context, handshake_over
 #: Resuming: the first pause before connecting again, the longest, how long to keep trying,
 #: and the messages asked for in one history page while catching up.
 RESUME_FIRST = 0.1
-RESUME_MAX = 5.0
+RESUME_MAX = 2.0
 RESUME_FOR = 120.0
 RESUME_PAGE = 100
 #: The ``closing`` reasons after which a resuming client comes back (None: the connection just broke).

@@ -68,8 +68,10 @@ from .protocol import (
     clean_text,
     fit,
     json_size,
+    look_alikes,
     name_key,
     normalise_name,
+    reserved,
 )
 from .rooms import DEFAULT_ROOM, Room
 from .session import Client, Out
@@ -104,6 +106,9 @@ class ChatCore:
         self._said: list[str] = []  # message-log lines of this burst, not yet logged (_log_said)
         self.members: dict[str, Client] = {}  # name key -> registered client, in join order
         self.rooms: dict[str, Room] = {}  # room key -> room; the lobby always exists
+        # Look-alike forms (protocol.look_alikes) -> the key of the member, or room, that has them.
+        self.looks: dict[str, str] = {}
+        self.room_looks: dict[str, str] = {}
         self.lobby = self._room(DEFAULT_ROOM)
         self.last_message_id = self.history.last_id()  # ids keep growing across restarts
         self.guard = Guard(self.limits, self)
@@ -139,13 +144,14 @@ class ChatCore:
     def connect(self, cid: ClientId, peer: str, now: float, dialect: Dialect | None = None) -> list[Effect]:
         """A TCP connection was accepted.  ``dialect``: what it speaks (default: the main port's)."""
         dialect = dialect if dialect is not None else MainPort(self.limits)
-        refusal = self.guard.admit(cid, peer, dialect, now)  # too many, too fast?
-        if refusal is not None:
-            return refusal
+        out: Out = []
+        if not self.guard.admit(cid, peer, dialect, now, out):  # too many, too fast?
+            return out  # its refusal
+        # (``out`` may close another connection to make room: guard.Guard.make_room.)
         self.clients[cid] = Client(cid, peer, dialect, now, self.guard.watch(peer, now))
-        log.info("%s connected", peer)
+        log.debug("%s connected", peer)  # told at INFO once it says hello ("registered as")
         greeting = dialect.greeting()  # on the main port, the server speaks first: the banner
-        return [Send((cid,), greeting)] if greeting else []
+        return out + [Send((cid,), greeting)] if greeting else out
 
     def receive(self, cid: ClientId, data: bytes, now: float) -> list[Effect]:
         """Bytes arrived from a client: any piece of the stream, of any size."""
@@ -200,7 +206,10 @@ class ChatCore:
             return []
         out: Out = []
         if client.dialect.pending:
-            log.warning("%s vanished mid-message: %d bytes of it dropped", client, client.dialect.pending)
+            # Worth a warning from someone who chatted; from a connection that
+            # never said hello (a scan, a flood that resets), only detail.
+            log.log(logging.WARNING if client.name else logging.DEBUG,
+                    "%s vanished mid-message: %d bytes of it dropped", client, client.dialect.pending)
         self.close(client, reason, None, now, out)
         return out
 
@@ -238,6 +247,8 @@ class ChatCore:
         self.logins.reset()
         self.files.clear()
         self.rooms.clear()
+        self.looks.clear()
+        self.room_looks.clear()
         self.lobby = self._room(DEFAULT_ROOM)
         self.history.flush()
         return out
@@ -277,7 +288,13 @@ class ChatCore:
         problem = check_name(name, self.limits.max_name or 1 << 30)
         if problem:
             raise ProtocolError(BAD_NAME, f"{problem}; try another name")
+        if reserved(name):
+            raise ProtocolError(BAD_NAME, f"the name {name} is reserved: it could pass for the server; try another")
         key = name_key(name)
+        owner = self.logins.look_alike_account(name, key)
+        if owner is not None:
+            raise ProtocolError(NAME_TAKEN, f"the name {name} looks like {owner}, a name with an account; "
+                                            "try another name")
         verdict = self.logins.check(client, name, key, msg.get("password"), now, out)
         if verdict is True:
             self._register(client, name, key, out)
@@ -294,10 +311,16 @@ class ChatCore:
     def _register(self, client: Client, name: str, key: str, out: Out) -> None:
         if key in self.members:
             raise ProtocolError(NAME_TAKEN, f"the name {name} is taken; try another name")
+        forms = look_alikes(name)
+        holder = next((self.looks[form] for form in forms if form in self.looks), None)
+        if holder is not None and holder in self.members:
+            raise ProtocolError(NAME_TAKEN, f"the name {name} looks like {self.members[holder].name}, who is "
+                                            "here; try another name")
         if self.backplane.register(client, name, key, out):
             return  # shared with other servers: the name is claimed on all of them first
         client.name, client.key = name, key
         self.members[key] = client
+        self.looks.update(dict.fromkeys(forms, key))
         log.info("%s registered as %s", client.peer, name)
         count: dict[str, int] = {}
         if self._large(self.lobby):
@@ -358,6 +381,10 @@ class ChatCore:
         if room is None:
             if self.limits.max_rooms and len(self.rooms) >= self.limits.max_rooms:
                 raise ProtocolError(TOO_MANY_ROOMS, f"the server has {len(self.rooms)} rooms, the most allowed")
+            like = next((self.room_looks[form] for form in look_alikes(name) if form in self.room_looks), None)
+            if like is not None and like in self.rooms:
+                raise ProtocolError(BAD_ROOM, f"{name} looks like the room {self.rooms[like].name}; "
+                                              f"join {self.rooms[like].name}, or pick a name that looks different")
             room = self._room(name)
         self._enter(client, room, out)
         client.current_room = room.key
@@ -368,7 +395,7 @@ class ChatCore:
             # A client in no room hears nothing and every line it types is refused: keep it somewhere.
             raise ProtocolError(LAST_ROOM, f"you are only in {room.name}: leaving it would leave you in no room; "
                                 "/join another room first, or /quit to leave the chat")
-        self._exit(client, room, "left", out, tell_leaver=True)
+        self._exit(client, room, "left", out, tell_leaver=True, text=self._farewell(msg))
 
     def _on_history(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         room = self.member_room(client, msg.get("room"))  # only a room you are in
@@ -404,7 +431,15 @@ class ChatCore:
         self.send(client, {"type": "help", "text": LINES_HELP}, out)
 
     def _on_bye(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
+        client.farewell = self._farewell(msg)
         self.close(client, "quit", "goodbye", now, out)
+
+    def _farewell(self, msg: dict[str, Any]) -> str | None:
+        """The text a leave or a bye may carry ("see you tomorrow"): checked like any text; blank is none."""
+        text = msg.get("text")
+        if not text or not clean_text(text).strip():
+            return None
+        return self._check_text(text)
 
     # ------------------------------------------- services (session.Services)
 
@@ -450,11 +485,18 @@ class ChatCore:
         lasted = now - client.connected_at
         if client.key is not None and self.members.get(client.key) is client:
             del self.members[client.key]
+            for form in look_alikes(client.name or ""):
+                if self.looks.get(form) == client.key:
+                    del self.looks[form]
             if not self.backplane.gone(client, reason, out):  # shared: the others hear it from Redis
                 for room in list(client.rooms.values()):
-                    self._exit(client, room, reason, out)
+                    self._exit(client, room, reason, out, text=client.farewell)
         self.files.expire(now, client)
-        log.info("%s closed (%s) after %.1f s", client, reason, lasted)
+        # The log tells the story of people, not of every socket: a connection
+        # that never said hello and just went away is detail (a connect flood
+        # would otherwise write lines as fast as it connects, security.md 2.7).
+        quiet = client.name is None and reason == "disconnected"
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s closed (%s) after %.1f s", client, reason, lasted)
 
     # ------------------------------------------------ what fits in one message
     #
@@ -575,6 +617,7 @@ class ChatCore:
 
     def _room(self, name: str) -> Room:
         room = self.rooms[name_key(name)] = Room(name, name_key(name))
+        self.room_looks.update(dict.fromkeys(look_alikes(name), room.key))
         return room
 
     def _find_room(self, name: str) -> Room:
@@ -608,9 +651,12 @@ class ChatCore:
         room.announced[client.key] = client
         self._broadcast(room, {"type": "joined", "name": client.name, "room": room.name}, out, skip=client)
 
-    def _exit(self, client: Client, room: Room, reason: str, out: Out, tell_leaver: bool = False) -> None:
-        """Take a client out of a room, tell the room, and drop the room once empty."""
-        notice = {"type": "left", "name": client.name, "room": room.name, "reason": reason}
+    def _exit(self, client: Client, room: Room, reason: str, out: Out, tell_leaver: bool = False,
+              text: str | None = None) -> None:
+        """Take a client out of a room, tell the room (with the leaver's ``text``), and drop the room once empty."""
+        notice: dict[str, Any] = {"type": "left", "name": client.name, "room": room.name, "reason": reason}
+        if text is not None:
+            notice["text"] = text
         if tell_leaver:
             self.send(client, notice, out)
         heard = client.key in room.announced  # a quiet member leaves as quietly as it came
@@ -622,6 +668,9 @@ class ChatCore:
             self._broadcast(room, notice, out)
         if not room.members and room is not self.lobby:
             del self.rooms[room.key]
+            for form in look_alikes(room.name):
+                if self.room_looks.get(form) == room.key:
+                    del self.room_looks[form]
 
     def _broadcast(self, room: Room, msg: dict[str, Any], out: Out,
                    skip: Client | None = None, skip_own: Client | None = None) -> None:

@@ -105,14 +105,27 @@ class Doorman:
                 return ("connecting_too_fast",
                         f"too many new connections from {host}: at most {limits.accept_rate:g} a second "
                         f"(bursts of {limits.accept_burst}); wait a moment and try again")
-        if limits.max_clients and self.connections >= limits.max_clients:
-            return "server_full", f"the server is full ({limits.max_clients} connections); try again later"
         if limits.max_per_address and self.open.get(host, 0) >= limits.max_per_address:
             return ("too_many_connections",
                     f"{limits.max_per_address} connections from {host} are open already; close one first")
+        if self.full:
+            return "server_full", f"the server is full ({limits.max_clients} connections); try again later"
+        self.enter(host)
+        return None
+
+    @property
+    def full(self) -> bool:
+        return bool(self.limits.max_clients) and self.connections >= self.limits.max_clients
+
+    @property
+    def pressed(self) -> bool:
+        """Nine tenths full or more: time to hurry those who have not said hello."""
+        return bool(self.limits.max_clients) and self.connections * 10 >= self.limits.max_clients * 9
+
+    def enter(self, host: str) -> None:
+        """Count a connection from ``host`` as open."""
         self.open[host] = self.open.get(host, 0) + 1
         self.connections += 1
-        return None
 
     def leave(self, host: str) -> None:
         """A connection that was admitted has closed."""
@@ -151,6 +164,14 @@ ALWAYS_FREE = frozenset({"bye"})
 
 KEEPALIVE: Message = {"type": "ping", "id": "keepalive"}
 
+#: Seconds between the log's summaries of refused connections.
+REFUSAL_SUMMARY = 10.0
+
+#: Seconds a connection has to say hello while the server is nine tenths full
+#: (instead of ``register_timeout``): enough for a program, and for a person
+#: who types their name at once.
+PRESSED_REGISTER_TIMEOUT = 10
+
 
 @dataclass(eq=False)
 class Watch:
@@ -184,17 +205,21 @@ class Guard:
     def reset(self) -> None:
         """Forget every connection (the server stopped)."""
         self.doorman = Doorman(self.limits)
-        self._refused: dict[str, int] = {}  # address -> connections refused since the last tick, unlogged
+        self._refused: dict[str, int] = {}  # address -> connections refused since its last summary, unlogged
+        self._summed_at: float | None = None  # when refusals were last summed up in the log
         self._relayed: dict[str, TokenBucket] = {}  # address -> its allowance of bytes relayed
 
     # ------------------------------------------------------------ arrival
 
-    def admit(self, cid: ClientId, peer: str, dialect: Dialect, now: float) -> list[Effect] | None:
-        """None to let the connection in; else the effects that refuse it."""
+    def admit(self, cid: ClientId, peer: str, dialect: Dialect, now: float, out: Out) -> bool:
+        """Whether the connection may come in; ``out`` gets the effects that refuse it (or that made room)."""
         host = host_of(peer)
         refusal = self.doorman.admit(host, now)
+        if refusal is not None and refusal[0] == "server_full" and self.make_room(host, now, out):
+            self.doorman.enter(host)
+            return True
         if refusal is None:
-            return None
+            return True
         reason, message = refusal
         # A flood of connections must not become a flood of log lines: the
         # first refusal of an address is logged, the rest are counted and
@@ -206,7 +231,39 @@ class Guard:
             self._refused[host] += 1
         # The dialect says how a refusal reads before anything else was said
         # (on the main port: one line in place of the banner, protocol.md section 1).
-        return [Send((cid,), dialect.refusal(reason, message)), Close(cid, reason)]
+        out += [Send((cid,), dialect.refusal(reason, message)), Close(cid, reason)]
+        return False
+
+    def make_room(self, host: str, now: float, out: Out) -> bool:
+        """The server is full and someone from ``host`` knocks: close one connection for it, if one is fair to close.
+
+        A full server must still let someone in, or whoever filled it first
+        (a script, a crowd of silent connections) keeps everyone else out.
+        In this order:
+
+        1. the oldest connection that has not said hello: it has the least
+           claim to its place, and a newcomer is as likely to be a person;
+        2. else, when one address holds more connections than the newcomer's
+           by at least two, that address's newest connection -- so that the
+           places are shared out between addresses, never taken by one.
+
+        Otherwise nobody is closed, and the newcomer is refused.
+        """
+        clients = list(self.chat.clients.values())
+        silent = [c for c in clients if c.name is None]
+        if silent:
+            victim = min(silent, key=lambda c: c.connected_at)
+        else:
+            counts = self.doorman.open
+            heaviest = max(counts, key=lambda h: counts[h], default=None)
+            if heaviest is None or counts[heaviest] < counts.get(host, 0) + 2:
+                return False
+            victim = max((c for c in clients if c.watch.host == heaviest), key=lambda c: c.connected_at)
+        log.warning("%s closed to make room for a connection from %s (the server is full)", victim, host)
+        self.chat.close(victim, "server_full", "the server is full: your place was given to a newcomer "
+                        f"({'you had not said hello' if victim.name is None else 'your address holds the most places'})",
+                        now, out)
+        return True
 
     def watch(self, peer: str, now: float) -> Watch:
         limits = self.limits
@@ -289,21 +346,28 @@ class Guard:
     def keep_time(self, now: float, out: Out) -> None:
         """Every tick: each connection's clocks, and the summary of refused connections."""
         limits = self.limits
+        pressed = self.doorman.pressed  # as the tick starts: closing the first must not spare the rest
         if limits.register_timeout or limits.idle_timeout or limits.ping_interval:
             for client in list(self.chat.clients.values()):
                 try:
-                    self._check_clocks(client, now, out)
+                    self._check_clocks(client, now, out, pressed)
                 except Exception:
                     out += self.crashed(client, now)
         self.doorman.tidy(now)
         for host in [h for h, bucket in self._relayed.items() if bucket.full(now)]:
             del self._relayed[host]  # no different from a stranger now: the table stays small
-        for host, more in self._refused.items():
-            if more:
-                log.warning("refused %d more connections from %s", more, host)
-        self._refused.clear()
+        # Refusals are summed up every REFUSAL_SUMMARY seconds: a flood that
+        # lasts writes two lines per address per summary, however fast it knocks.
+        if self._summed_at is None:
+            self._summed_at = now
+        if now - self._summed_at >= REFUSAL_SUMMARY:
+            for host, more in self._refused.items():
+                if more:
+                    log.warning("refused %d more connections from %s in %.0f s", more, host, now - self._summed_at)
+            self._refused.clear()
+            self._summed_at = now
 
-    def _check_clocks(self, client: Client, now: float, out: Out) -> None:
+    def _check_clocks(self, client: Client, now: float, out: Out, pressed: bool = False) -> None:
         limits, watch = self.limits, client.watch
         quiet = now - watch.last_heard
         # A dialect may want a shorter deadline of its own (an HTTP request
@@ -311,6 +375,8 @@ class Guard:
         patience = limits.register_timeout
         if patience and client.dialect.register_timeout is not None:
             patience = min(patience, client.dialect.register_timeout)
+        if patience and pressed:
+            patience = min(patience, PRESSED_REGISTER_TIMEOUT)  # a nearly full server hurries the silent
         if client.name is None and patience and now - client.connected_at >= patience:
             self.chat.close(client, "register_timeout", f"no name given within {patience:g} seconds; goodbye",
                             now, out)

@@ -28,7 +28,7 @@ from typing import Callable
 from .accounts import Accounts
 from .effects import ClientId, Effect, Work
 from .limits import Limits
-from .protocol import AUTH_FAILED, AUTH_REQUIRED
+from .protocol import AUTH_FAILED, AUTH_REQUIRED, look_alikes
 from .session import Client, Out, Services
 
 log = logging.getLogger("chatlab.core")
@@ -48,7 +48,21 @@ class Logins:
         self._held: dict[str, float] = {}  # address -> until when: its guess hung up while being checked
         self._failures: dict[ClientId, int] = {}  # wrong passwords on each connection
         self._running = False  # one check at a time, in all
+        self._account_looks: dict[str, tuple[str, str]] | None = None  # look-alike form -> (key, name) of an account
         self._waiting: deque[tuple[Client, Work]] = deque()  # checks waiting their turn, in order
+
+    def look_alike_account(self, name: str, key: str) -> str | None:
+        """The name of an account that ``name`` could pass for (not its own), if any."""
+        if self.accounts is None or not self.accounts.entries:
+            return None
+        if self._account_looks is None:  # worked out once: the accounts are read at start
+            self._account_looks = {form: (k, shown) for k, (shown, _) in self.accounts.entries.items()
+                                   for form in look_alikes(shown)}
+        for form in look_alikes(name):
+            owner = self._account_looks.get(form)
+            if owner is not None and owner[0] != key:
+                return owner[1]
+        return None
 
     def check(self, client: Client, name: str, key: str, password: str | None, now: float, out: Out) -> Verdict:
         """Whether ``name`` may be taken now; or the slow check to run for it."""

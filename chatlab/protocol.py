@@ -11,9 +11,11 @@ every message -- is here too.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import unicodedata
+from importlib import resources
 from typing import Any
 
 from .errors import ProtocolError
@@ -83,14 +85,14 @@ CLIENT_MESSAGES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "say": ({"text": str}, {"room": str}),
     "dm": ({"to": str, "text": str}, {}),
     "join": ({"room": str}, {}),
-    "leave": ({}, {"room": str}),  # without "room": the room your lines go to
+    "leave": ({}, {"room": str, "text": str}),  # without "room": the room your lines go to; "text": a farewell
     "rooms": ({}, {"after": str}),  # "after": the next page of a listing that said "more"
     "who": ({}, {"room": str}),
     "history": ({}, {"room": str, "limit": int, "before": int, "since": int}),
     "ping": ({}, {}),  # "id" may be any JSON value; it is echoed in the pong
     "pong": ({}, {}),  # the answer to the server's keep-alive ping
     "help": ({}, {}),
-    "bye": ({}, {}),
+    "bye": ({}, {"text": str}),  # "text": a farewell, told to the rooms in their "left"
     # File sharing (see chatlab/files.py): offered, pulled chunk by chunk, checked.
     "file_offer": ({"name": str, "size": int, "sha256": str}, {"to": str, "room": str}),
     "file_chunk": ({"file": str, "seq": int, "data": str}, {}),
@@ -132,14 +134,32 @@ def check_name(name: str, max_length: int = 32) -> str | None:
             return (
                 f"a name may use only letters, digits, '_', '-' and '.', not {ch!r}"
             )
+        if any(first <= ord(ch) <= last for first, last in _PHONETIC):
+            # Small capitals, click letters: for phonetics, not names -- "ᴀlice"
+            # and "aǀice" pass for "alice" (UTS #39 restricts them in identifiers).
+            return f"{ch!r} ({unicodedata.name(ch, '?').lower()}) is a letter for phonetics, not for names"
+    if not any(ch.isalnum() for ch in name):
+        return "a name needs a letter or a digit: '.', '...' and '-' are punctuation"
     scripts = {_script(ch) for ch in name if ch.isalpha()}
     if len(scripts) > 1:
         # "pаypal" with a Cyrillic "а" looks exactly like "paypal".  Mixing
         # alphabets in one name is almost only ever done to deceive.
         return f"a name may not mix alphabets ({', '.join(sorted(scripts)).lower()})"
+    # Digits belong to scripts too: "alice१" (Devanagari one) and "alice١"
+    # (Arabic-Indic one) read as "alice" with a mark.  One set of digits per
+    # name: ASCII's, or those of the name's own script.
+    systems = {chr(ord(ch) - unicodedata.decimal(ch)) for ch in name if ch.isdecimal()}
+    foreign = systems - {"0"}
+    if len(systems) > 1 or any(scripts and not any(s in unicodedata.name(zero, "") for s in scripts)
+                               for zero in foreign):
+        return "a name may use digits of one kind only: 0-9, or those of its own script"
     return None
 
 
+# Blocks of letters for phonetic notation, restricted in identifiers by UTS #39:
+# Latin clicks (U+01C0-U+01C3), Phonetic Extensions and its Supplement (small
+# capitals like U+1D00 "ᴀ").
+_PHONETIC = ((0x01C0, 0x01C3), (0x1D00, 0x1DBF))
 # Letters that draw as nothing at all: a name made of them would be invisible.
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 # Writing systems that are used together (Japanese mixes kana and kanji,
@@ -152,6 +172,67 @@ def _script(ch: str) -> str:
     (LATIN SMALL LETTER A, CYRILLIC SMALL LETTER A, GREEK ...)."""
     word = unicodedata.name(ch, "UNKNOWN").split(" ")[0]
     return "EAST ASIAN" if word in _EAST_ASIAN else word
+
+
+# --------------------------------------------------- look-alikes (UTS #39)
+#
+# Names written in one script can still look alike: "ɑlice" (Latin alpha),
+# "alıce" (dotless i), "aIice" (capital I), "a1ice".  Unicode's security
+# mechanisms (UTS #39) give each such character a *prototype* it can be
+# confused with, in the data file confusables.txt (shipped in chatlab/data,
+# from Unicode 13.0); a string's *skeleton* maps every character to its
+# prototype, and two strings that can pass for each other have the same
+# skeleton.  chatlab compares names case-insensitively, so a name's
+# look-alike forms are its skeleton taken with and without case folding
+# first (so that both "ALICE" and "aIice" meet "alice").
+
+
+@functools.cache
+def _prototypes() -> dict[str, str]:
+    """confusables.txt: each confusable character and the prototype it maps to."""
+    text = resources.files("chatlab").joinpath("data/confusables.txt").read_text("utf-8-sig")
+    table: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split(";")
+        if len(fields) >= 2 and fields[0].strip():
+            table[chr(int(fields[0], 16))] = "".join(chr(int(code, 16)) for code in fields[1].split())
+    return table
+
+
+def skeleton(text: str) -> str:
+    """The UTS #39 skeleton of ``text``: NFD, each character to its prototype, NFD again.
+
+    >>> skeleton("rn") == skeleton("m"), skeleton("paypal") == skeleton("pаypal")
+    (True, True)
+    """
+    table = _prototypes()
+    decomposed = unicodedata.normalize("NFD", text)
+    return unicodedata.normalize("NFD", "".join(table.get(ch, ch) for ch in decomposed))
+
+
+def look_alikes(name: str) -> frozenset[str]:
+    """The forms that two names which could pass for each other have in common (one shared is enough)."""
+    forms = set()
+    for form in (name, name.casefold()):
+        for _ in range(4):  # until stable: a prototype may case-fold to another confusable
+            folded = skeleton(form).casefold()
+            if folded == form:
+                break
+            form = folded
+        forms.add(form)
+    return frozenset(forms)
+
+
+#: Names that could pass for the server itself, or for the people running it,
+#: in a message ("<server> the lab closes in 5 minutes, log in at ...").
+RESERVED_NAMES = ("server", "chatlab", "system", "admin", "administrator", "root", "operator", "moderator",
+                  "sysop", "staff")
+_RESERVED = frozenset(form for reserved in RESERVED_NAMES for form in look_alikes(reserved))
+
+
+def reserved(name: str) -> bool:
+    """Whether ``name`` is, or looks like, one the server keeps for itself."""
+    return bool(look_alikes(name) & _RESERVED)
 
 
 # ---------------------------------------------------------------------- text

@@ -39,6 +39,7 @@ class Client:
     # chat's thread), what else it sends waits here, decoded, so that its
     # messages are still handled in the order it sent them.
     backlog: list[Any] | None = None
+    farewell: str | None = None  # what it said as it left (a bye's text), for its rooms' "left"
 
     def __str__(self) -> str:
         return f"{self.peer} ({self.name})" if self.name else self.peer

@@ -157,6 +157,26 @@ def test_leave_is_announced_exactly_once():
     assert room.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "quit"}]
 
 
+def test_a_farewell_text_rides_on_left_cleaned_and_checked():
+    room = CoreDriver()
+    for cid, name in [(1, "ada"), (2, "bob"), (3, "cy")]:
+        room.register(cid, name)
+    room.send_msg(2, {"type": "join", "room": "games"})
+    room.send_msg(1, {"type": "join", "room": "games"})
+    room.frames(1), room.frames(2)
+    room.send_msg(2, {"type": "leave", "room": "games", "text": "back \x1b[31min five"})
+    farewell = {"type": "left", "name": "bob", "room": "games", "reason": "left", "text": "back ^[[31min five"}
+    assert room.frames(1) == [farewell] and room.frames(2) == [farewell]  # the room, and the leaver's confirmation
+    room.send_msg(1, {"type": "leave", "room": "games", "text": "x" * 5000})
+    assert room.frames(1) == [{"type": "error", "code": "too_large",  # a farewell is a text like any other
+                               "message": "text has 5000 characters; the limit is 4096"}]
+    room.send_msg(3, {"type": "bye", "text": "   "})  # blank: no text at all
+    assert room.frames(1) == [{"type": "left", "name": "cy", "room": "lobby", "reason": "quit"}]
+    room.send_msg(2, {"type": "bye", "text": "see you tomorrow"})
+    assert room.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "quit",
+                               "text": "see you tomorrow"}]
+
+
 def test_lines_mode_gets_no_echo_and_frames_mode_does():
     room = Room()
     room.connect(1)

@@ -110,7 +110,7 @@ def test_a_refused_connection_gets_one_line_instead_of_the_banner_and_is_closed(
 
 def test_server_full():
     room = Driver(Limits(max_clients=1))
-    room.connect(1)
+    room.register(1, "ada")  # (a connection that has not said hello would make room: see below)
     assert room.connect(2, host="10.9.9.9").startswith(b"chatlab/1 closing server_full: ")
 
 
@@ -452,9 +452,10 @@ def test_a_connection_flood_is_logged_in_a_few_lines(caplog):
         for cid in range(1, 1001):
             room.connect(cid)
         room.tick(0.5)
+        room.tick(10)  # refusals are summed up every 10 s
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and "refused (connecting_too_fast)" in lines[0]
-    assert lines[1] == "refused 998 more connections from 10.0.0.1"
+    assert lines[1] == "refused 998 more connections from 10.0.0.1 in 10 s"
 
 
 # ===================================================== round 2 (issue 13)
@@ -928,3 +929,142 @@ def test_password_checks_run_one_at_a_time_in_all():
         started += _works(core.finished(work, work.job(), 1000.0))
         done += 1
     assert done == 8  # every guess was checked in the end: one at a time
+
+
+@pytest.mark.parametrize("impostor", ["ɑlice", "alıce", "aIice", "ALICE", "Alice", "a1ice", "ａｌｉｃｅ"])
+def test_look_alikes_of_a_name_that_is_here_are_taken(impostor):
+    # 13.11: same-script look-alikes were accepted next to "alice".
+    room = Driver()
+    room.register(1, "alice")
+    room.connect(2)
+    room.send_msg(2, {"type": "hello", "name": impostor})
+    got = room.frames(2)
+    assert codes(got) == ["name_taken"], got
+
+
+@pytest.mark.parametrize("name", ["ᴀlice", "aǀice", "alice१", "alice١", "bob١2", ".", "...", "-", "_.-"])
+def test_names_that_deceive_within_one_script_are_refused(name):
+    # 13.11: small capitals and click letters are for phonetics, not names;
+    # another script's digits in a Latin name; names with no letter or digit at all.
+    assert check_name(normalise_name(name)), name
+
+
+@pytest.mark.parametrize("name", ["server", "Server", "SERVER", "chatlab", "ChatLab", "system", "admin", "root",
+                                  "r00t", "chat1ab"])
+def test_names_that_impersonate_the_server_are_reserved(name):
+    room = Driver()
+    room.connect(1)
+    room.send_msg(1, {"type": "hello", "name": name})
+    got = room.frames(1)
+    assert codes(got) == ["bad_name"] and "reserved" in got[0]["message"], (name, got)
+
+
+@pytest.mark.parametrize("name", ["Ωμέγα", "Зоя", "١٢٣", "محمد١", "ali_2.0", "Łukasz", "Ɛfua", "Çağrı"])
+def test_real_names_stay_allowed(name):
+    room = Driver()
+    room.connect(1)
+    room.send_msg(1, {"type": "hello", "name": name})
+    assert room.frames(1)[0]["type"] == "welcome", name
+
+
+def test_a_room_that_looks_like_another_is_refused():
+    room = Driver()
+    room.register(1, "ada")
+    room.send_msg(1, {"type": "join", "room": "Games"})
+    room.frames(1)
+    room.send_msg(1, {"type": "join", "room": "ɡames"})  # U+0261 LATIN SMALL LETTER SCRIPT G
+    got = room.frames(1)
+    assert codes(got) == ["bad_room"] and "Games" in got[0]["message"]
+    room.send_msg(1, {"type": "join", "room": "1obby"})
+    assert codes(room.frames(1)) == ["bad_room"]
+    room.send_msg(1, {"type": "join", "room": "games"})  # the same room: joined
+    assert room.frames(1)[0]["type"] == "joined"
+
+
+def test_a_look_alike_of_a_name_with_an_account_is_protected_too():
+    room = Driver(accounts=accounts(required=False, ada="lovelace"))
+    room.connect(1)
+    room.send_msg(1, {"type": "hello", "name": "ɑda"})
+    assert codes(room.frames(1)) == ["name_taken"]
+
+
+def test_the_skeleton_of_uts_39():
+    from chatlab.protocol import look_alikes, skeleton
+
+    assert skeleton("paypal") == skeleton("pаypаl")  # Cyrillic а
+    assert skeleton("rn") == skeleton("m")
+    assert look_alikes("aIice") & look_alikes("alice") and look_alikes("ALICE") & look_alikes("alice")
+    assert not look_alikes("alice") & look_alikes("bob")
+
+
+def test_a_full_server_makes_room_by_closing_the_oldest_silent_connection():
+    # 13.12: unregistered connections, each replaced as register_timeout
+    # closed it, kept a legitimate user out on 0 of 64 tries.
+    room = Driver(Limits(max_clients=4, max_per_address=0, accept_rate=0))
+    for cid in range(1, 5):
+        room.connect(cid, host=f"10.6.6.{cid}")  # four connections that never say hello
+        room.now += 1
+    assert room.connect(10, host="10.0.0.10") == BANNER  # let in: the oldest silent one made room
+    assert room.closed == {1: "server_full"}
+    room.send_msg(10, {"type": "hello", "name": "ada"})
+    assert room.frames(10)[0]["type"] == "welcome"
+
+
+def test_a_full_server_makes_room_from_the_address_that_holds_the_most():
+    # 13.12: registered connections from nine addresses filled --max-clients.
+    room = Driver(Limits(max_clients=10, max_per_address=0, accept_rate=0))
+
+    def hello(cid, name, host):
+        room.connect(cid, host=host)
+        room.send_msg(cid, {"type": "hello", "name": name})
+        room.now += 1
+
+    for cid in range(1, 9):
+        hello(cid, f"eve{cid}", "10.6.6.6")
+    hello(9, "bob", "10.0.0.2")
+    hello(20, "zed", "10.0.0.3")  # full now: 10
+    room.frames(9)
+    assert room.connect(30, host="10.0.0.4") == BANNER
+    assert room.closed == {8: "server_full"}  # the newest of the address that holds 8 of the 10
+    assert room.frames(9)[-1] == {"type": "left", "name": "eve8", "room": "lobby", "reason": "server_full"}
+    room.send_msg(30, {"type": "hello", "name": "newcomer30"})  # (silent, it would be the next to go)
+    hello(31, "newcomer31", "10.0.0.5")
+    hello(32, "newcomer32", "10.0.0.6")
+    assert room.closed == {8: "server_full", 7: "server_full", 6: "server_full"}
+    # An address that holds no more than the newcomer's is left alone: then it is full.
+    room2 = Driver(Limits(max_clients=2, max_per_address=0, accept_rate=0))
+    room2.register(1, "ada")
+    room2.register(2, "bob")
+    assert room2.connect(3, host="10.0.0.3").startswith(b"chatlab/1 closing server_full: ")
+
+
+def test_under_pressure_the_register_timeout_is_shorter():
+    limits = Limits(max_clients=10, max_per_address=0, accept_rate=0, register_timeout=60)
+    room = Driver(limits)
+    for cid in range(1, 10):  # 9 of 10: pressed
+        room.connect(cid, host=f"10.6.6.{cid}")
+    room.tick(10.5)
+    assert set(room.closed.values()) == {"register_timeout"} and len(room.closed) == 9
+    calm = Driver(limits)
+    for cid in range(1, 5):
+        calm.connect(cid, host=f"10.6.6.{cid}")
+    calm.tick(10.5)
+    assert calm.closed == {}  # a quiet server gives the full 60 s
+
+
+def test_a_connect_and_reset_flood_is_logged_in_a_few_lines(caplog):
+    # 13.8: each refused or admitted connection that reset wrote lines at INFO:
+    # a 10 s connect flood from one address wrote 83,784 lines (8.7 MB).
+    room = Driver(Limits(accept_rate=10, accept_burst=32, register_timeout=60))
+    with caplog.at_level(logging.INFO, logger="chatlab"):
+        for cid in range(1, 20001):  # 2,000 connections a second for 10 s, each sending a byte then resetting
+            room.connect(cid)  # (Driver: all from 10.0.0.1)
+            if cid in room.core.clients:
+                room.send(cid, b"x")
+                room.disconnect(cid)
+            if cid % 1000 == 0:
+                room.tick(0.5)
+        room.tick(1.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) <= 6, lines  # a first refusal, then a summary every 10 s
+    assert any("refused" in line and "more connections from 10.0.0.1" in line for line in lines)

@@ -757,9 +757,6 @@ def test_a_crowd_guessing_passwords(start_server, transcript):
             Counting.checks.append(time.monotonic())
             return super().verify(key, password)
 
-    probe = from_address(("127.0.0.1", 1), "127.0.0.21")
-    if probe is not None:
-        probe.close()
     accounts = Counting({name_key("ada"): ("ada", hash_password("lovelace"))}, required=False)  # scrypt at full cost
     server = start_server(accounts=accounts)
     addresses = [f"127.0.0.{21 + a}" for a in range(8)]
@@ -798,3 +795,167 @@ def test_a_crowd_guessing_passwords(start_server, transcript):
           f"{len(checks) / lasted / len(addresses):.2f} a second per address")
     # The rule: at most one check per address per auth_delay (and one at a time in all).
     assert len(checks) <= len(addresses) * (lasted / server.limits.auth_delay + 1)
+
+
+def test_names_that_pass_for_others_or_for_the_server(server, room, transcript):
+    # 13.11: look-alikes of "alice" in her own script, other scripts' digits,
+    # a room "ɡames" beside "Games", and names like "server" or "." were accepted.
+    alice = offender(server, transcript, name="alice")
+    alice.send_frame({"type": "join", "room": "Games"})
+    expect(alice, "joined", room="Games")
+    eve = offender(server, transcript, name=None)
+    for name, code in [("ɑlice", "name_taken"), ("alıce", "name_taken"), ("aIice", "name_taken"),
+                       ("aǀice", "bad_name"), ("ᴀlice", "bad_name"), ("alice१", "bad_name"), ("alice١", "bad_name"),
+                       (".", "bad_name"), ("...", "bad_name"), ("-", "bad_name"), ("server", "bad_name"),
+                       ("chatlab", "bad_name"), ("Chat1ab", "bad_name")]:
+        eve.send_frame({"type": "hello", "name": name})
+        got = eve.wait_frame(lambda m: m.get("type") in ("error", "welcome"), f"the answer to {name!r}")[-1]
+        assert got.get("code") == code, (name, got)
+    eve.send_frame({"type": "hello", "name": "eve"})
+    expect(eve, "welcome", name="eve")
+    eve.send_frame({"type": "join", "room": "ɡames"})
+    seen = eve.wait_frame(lambda m: m.get("type") in ("error", "joined") and m.get("name") in (None, "eve"),
+                          "the answer to joining ɡames")
+    assert seen[-1].get("code") == "bad_room"
+    room.check()
+
+
+def test_a_full_server_still_lets_someone_in(start_server, transcript):
+    # 13.12: registered connections from several addresses filled
+    # --max-clients; silent ones, replaced as each timed out, kept a
+    # legitimate user out on 0 of 64 tries.
+    server = start_server(max_clients=40)
+    probe = from_address(server.address, "127.0.0.44")
+    if probe is None:
+        pytest.skip("no second loopback address here")
+    probe.close()
+    with chatting(server) as room:  # 10 of the 40, from 127.0.0.1
+        filler = []
+        for i in range(30):  # registered, from two addresses: the server is full
+            client = RawClient(server.address, f"eve{i}", transcript, source=f"127.0.0.{41 + i % 2}")
+            _opened.append(client)
+            client.recv_banner()
+            client.send_frame({"type": "hello", "name": f"eve{i}"})
+            client.expect("welcome")
+            filler.append(client)
+        with ChatClient(*server.address, name="ada") as ada:  # let in: an eve made room
+            assert ada.name == "ada"
+        silent = []
+        for i in range(8):  # now silent connections, from a third address, take the places freed
+            sock = from_address(server.address, "127.0.0.43")
+            assert sock is not None
+            silent.append(sock)
+        try:
+            for _ in range(3):  # and still someone gets in, each time: the oldest silent one makes room
+                with ChatClient(*server.address, name="bob") as bob:
+                    assert bob.name == "bob"
+        finally:
+            for sock in silent:
+                sock.close()
+        room.check()
+
+
+def test_a_connect_flood_that_resets_writes_a_few_log_lines(server, room, caplog):
+    # 13.8: each refused connection that reset logged "connection lost" at
+    # INFO: a 10 s connect flood from one address wrote 83,784 lines (8.7 MB)
+    # on selectors, 36,526 on asyncio.
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="chatlab"):
+        started = time.monotonic()
+        flood = 0
+        while time.monotonic() - started < 3:  # bounded: 3 s of connect, one byte, reset
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            try:
+                sock.connect(server.address)
+                sock.send(b"x")
+            except OSError:
+                pass
+            sock.close()
+            flood += 1
+        report = room.check()
+    lines = [r.getMessage() for r in caplog.records
+             if r.created >= time.time() - (time.monotonic() - started) - 1
+             and not r.getMessage().startswith(("message ", "private message "))]  # the chatters' own talk
+    print(f"\n{server.model}: {flood} connections in 3 s -> {len(lines)} log lines: {lines[:4]}")
+    assert len(lines) <= 6  # a first refusal, a summary every 10 s; none per connection
+    round_trips(room, report, "13.8 a connect-and-reset flood")
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("each", [6_553_600, 1_802_240], ids=["6.5MB", "1.8MB-small-kernel-buffers"])
+def test_never_reading_clients_are_all_dropped(start_server, transcript, each):
+    # 13.13: the threads model's outbox was really ~2 MiB (what its writer had
+    # taken but not sent was not counted): 120 never-reading clients each sent
+    # 2.7 MB were never dropped (RSS +61 MiB, kept), while the others dropped all.
+    #
+    # The issue's 2.7 MB is not enough on this kernel: Linux autotunes each
+    # socket's send buffer up to tcp_wmem's maximum (4 MiB; ss showed 2,762,327
+    # bytes in one's Send-Q and the outbox empty), so a never-reading client is
+    # dropped only past that and the 1 MiB outbox: hence 6.5 MB.  The second
+    # case pins the server's send buffers to 32 KiB, so that the kernel holds
+    # little, and sends 1.8 MB: past the 1 MiB outbox, but short of twice it --
+    # what an outbox that forgot what its writer had taken would hold.
+    server = start_server(max_clients=0, max_per_address=0, accept_rate=0, rate_limit=0, relay_rate=0,
+                          large_room=0)
+    with chatting(server) as room:
+        before = _rss_mib()
+        sleepers = [offender(server, transcript, name=f"sleeper{i}", rcvbuf=4096) for i in range(120)]
+        if each < 2 << 20:
+            ports = {f":{sleeper.sock.getsockname()[1]}" for sleeper in sleepers}
+            for channel in list(server.channels.values()):
+                if any(channel.peer.endswith(port) for port in ports):
+                    channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        left: list[str] = []
+        with ChatClient(*server.address, name="talker",
+                        on_event=lambda e: e.get("reason") == "too_slow" and left.append(e["name"])) as talker:
+            text = "x" * 4096
+            for rounds in range(1, each // 40960 + 1):  # rounds of 10 messages of 4 KiB
+                for _ in range(10):
+                    talker.say(text)
+                assert room.wait_heard("talker", rounds * 10), f"round {rounds}: a chatter fell behind"
+            talker.rtt(timeout=30)  # a barrier: every notice before its answer has arrived
+        peak = _rss_mib()
+        for sleeper in sleepers:
+            sleeper.close()
+        report = room.check()
+    print(f"\n{server.model}: {len(set(left))} of 120 never-reading clients dropped as too slow after "
+          f"{each / 1e6:.1f} MB each; the test process's RSS {before:.0f} MiB before, {peak:.0f} MiB at the end, "
+          f"{_rss_mib():.0f} MiB after")
+    round_trips(room, report, "13.13 120 clients that never read")
+    assert sorted(set(left)) == sorted(f"sleeper{i}" for i in range(120))
+
+
+def test_the_threads_outbox_counts_what_its_writer_has_taken(transcript):
+    # 13.13, to the byte: the writer takes 900 KB and blocks in sendall (the
+    # peer does not read, the kernel holds little); 300 KB more would pass the
+    # 1 MiB outbox *only* if the 900 KB taken-but-unsent still count.
+    from chatlab.effects import Send
+    from chatlab.servers import make_server
+
+    server = make_server("threads", "127.0.0.1", 0).start()
+    try:
+        sleeper = frames_client(server.address, "sleeper", transcript, rcvbuf=4096)
+        port = f":{sleeper.sock.getsockname()[1]}"
+        channel = next(c for c in server.channels.values() if c.peer.endswith(port))
+        channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        with server.lock:
+            server.apply([Send((channel.id,), b"x" * 900_000)])
+        deadline = time.monotonic() + 5
+        while channel.outbox._chunks and time.monotonic() < deadline:  # until the writer has taken it
+            time.sleep(0.01)
+        time.sleep(0.2)  # and the kernel has taken all it will
+        assert channel.pushed - channel.sent > 700_000  # taken, blocked in sendall, and still counted
+        with server.lock:
+            server.apply([Send((channel.id,), b"y" * 300_000)])
+        assert channel.dropped  # too slow: 900 KB unsent + 300 KB > 1 MiB
+        sleeper.close()
+    finally:
+        server.stop()

@@ -204,11 +204,29 @@ def test_channels_messages_and_private_messages_cross_dialects():
     assert [m["text"] for m in room.driver.frames(1) if m["type"] == "message"] == ["/me waves"]
     room.driver.send_msg(1, {"type": "say", "room": "games", "text": "/me waves back"})
     assert room.said(2) == [":ada!ada@chatlab PRIVMSG #Games :\x01ACTION waves back\x01"]
-    assert words(room.send(2, b"PART #games :see you\r\n")[0]) == ("bob!bob@chatlab", "PART", ["#Games", "bob"])
-    assert room.driver.frames(1)[-1] == {"type": "left", "name": "bob", "room": "Games", "reason": "left"}
+    assert words(room.send(2, b"PART #games :see you\r\n")[0]) == ("bob!bob@chatlab", "PART", ["#Games", "see you"])
+    assert room.driver.frames(1)[-1] == {"type": "left", "name": "bob", "room": "Games", "reason": "left",
+                                         "text": "see you"}  # the reason a PART gives is told to the room
     room.driver.send_msg(1, {"type": "leave", "room": "games"})
     room.driver.send_msg(1, {"type": "bye"})
     assert room.said(2) == [":ada!ada@chatlab QUIT :Quit"]
+
+
+def test_part_and_quit_reasons_reach_every_dialect_and_default_to_the_nick():
+    room = Room()
+    room.driver.register(1, "ada")
+    room.irc(2)
+    room.irc(3, b"NICK cy\r\nUSER cy 0 * :Cy\r\n")
+    room.send(2, b"JOIN #games\r\n")
+    room.send(3, b"JOIN #games\r\n")
+    room.said(2)
+    assert room.send(3, b"PART #games\r\n") == [":cy!cy@chatlab PART #games :cy"]  # no reason: the nick (RFC 2812)
+    assert room.said(2) == [":cy!cy@chatlab PART #games :cy"]
+    room.driver.frames(1)
+    room.send(2, b"QUIT :gone \x1b[2J fishing\r\n")
+    assert room.said(3) == [":bob!bob@chatlab QUIT :Quit: gone ^[[2J fishing"]  # cleaned like any text
+    assert room.driver.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "quit",
+                                      "text": "gone ^[[2J fishing"}]
 
 
 def test_a_long_message_from_another_dialect_reaches_irc_whole():
@@ -319,7 +337,8 @@ def test_quit_is_answered_with_error_and_the_room_sees_a_quit():
     room.driver.frames(1)
     assert room.send(2, b"QUIT :gone fishing\r\n") == ["ERROR :Closing link: bob (goodbye)"]
     assert room.driver.closed[2] == "quit"
-    assert room.driver.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "quit"}]
+    assert room.driver.frames(1) == [{"type": "left", "name": "bob", "room": "lobby", "reason": "quit",
+                                      "text": "gone fishing"}]
 
 
 def test_an_overlong_line_gets_417_then_error_and_the_room_carries_on():
@@ -387,3 +406,60 @@ def test_parse_may_answer_by_itself():
     dialect = IrcDialect(Limits())
     assert isinstance(dialect.parse(b"PING :x"), Reply)
     assert dialect.parse(b"PONG :x") == {"type": "pong"}
+
+
+def test_quit_is_heard_even_over_the_rate_limit():
+    room = Room(limits=Limits(rate_limit=1, rate_burst=3, flood_limit=0))
+    room.irc(1)  # NICK and USER spent two of the three
+    got = room.send(1, b"PRIVMSG #lobby :a\r\nPRIVMSG #lobby :b\r\nQUIT\r\n")
+    assert [words(x)[1] for x in got] == ["NOTICE", "ERROR"]  # b was dropped; the QUIT was not
+    assert room.driver.closed[1] == "quit"
+
+
+# ------------------------------------------------------------------ fuzzing
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VERBS = ["NICK", "USER", "PASS", "CAP", "JOIN", "PART", "PRIVMSG", "NOTICE", "NAMES", "LIST", "WHO", "WHOIS",
+         "ISON", "USERHOST", "TOPIC", "MODE", "PING", "PONG", "AWAY", "MOTD", "VERSION", "HELP", "QUIT", "KICK", "X"]
+WORD = st.text(alphabet=st.sampled_from(list("ab#&,:|.*!@ \x01\x1b\x00é名") + ["\u202e"]), max_size=12)
+LONG = st.text(alphabet=st.sampled_from(list("xy \r:#é")), min_size=100, max_size=260)  # echoes near the limit
+LINE = st.builds(lambda verb, params: " ".join([verb, *params]).encode("utf-8"),
+                 st.sampled_from(VERBS) | st.text(max_size=5), st.lists(WORD | LONG, max_size=5))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(2, 3), LINE | st.binary(max_size=80)), max_size=40), st.integers(1, 40))
+def test_any_lines_from_irc_clients_get_answers_that_irc_can_read(lines, cut):
+    room = Room(limits=Limits(rate_limit=0))
+    room.driver.register(1, "ada")
+    room.irc(2)
+    room.irc(3, None)
+    for cid, line in lines:
+        data = line + b"\r\n"
+        for i in range(0, len(data), cut):  # in pieces, as TCP may cut them
+            room.driver.send(cid, data[i:i + cut])
+        for who in (2, 3):
+            got = bytes(room.driver.inbox.get(who, b""))
+            assert got == b"" or got.endswith(b"\r\n"), got[-80:]
+            assert all(len(x) + 2 <= LINE_LIMIT for x in got.split(b"\r\n")), "a line over 512 bytes"
+            inside = got.replace(b"\r\n", b"")
+            assert b"\n" not in inside and b"\r" not in inside and b"\0" not in inside, "CR, LF or NUL inside a line"
+    assert "server_error" not in room.driver.closed.values(), room.driver.closed
+    room.driver.frames(1)  # the frames client can still read everything it was sent
+
+
+def test_echoes_and_reasons_too_long_for_a_line_are_shortened_and_say_so():
+    room = Room(limits=Limits(rate_limit=0))
+    room.driver.register(1, "ada")
+    room.irc(2)
+    [pong] = room.send(2, b"PING " + b"x" * 505 + b"\r\n")  # a 510-byte line: at the limit
+    assert pong.endswith("x...") and len(pong) + 2 == LINE_LIMIT
+    [nak] = room.send(2, b"CAP REQ :" + b"cap " * 125 + b"\r\n")
+    assert nak.endswith("...") and len(nak) + 2 <= LINE_LIMIT
+    room.driver.send_msg(1, {"type": "join", "room": "games"})
+    room.send(2, b"JOIN #games\r\n")
+    room.driver.send_msg(1, {"type": "leave", "room": "games", "text": "bye " * 1000})  # a frames client's farewell
+    [part] = room.said(2)
+    assert part.startswith(":ada!ada@chatlab PART #games :bye bye") and part.endswith("...")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import pytest
 
 from chatlab.accounts import Accounts, hash_password
 from chatlab.client import ChatClient
+from chatlab.limits import Limits
 from chatlab.dialects.irc import IrcDialect
 from chatlab.protocol import name_key
 from chatlab.servers import Listener
@@ -46,8 +48,8 @@ def heard(chat: ChatClient, kind: str = "message", timeout: float = 10.0, **fiel
 
 
 def read_until(person: RawClient, wanted: str) -> str:
-    """Lines-mode lines until ``wanted`` (each read has RawClient's deadline)."""
-    while (line := person.recv_line()) != wanted:
+    """Lines-mode lines until one that starts with ``wanted`` (each read has RawClient's deadline)."""
+    while not (line := person.recv_line()).startswith(wanted):
         pass
     return line
 
@@ -108,7 +110,7 @@ def test_irc_people_and_programs_share_one_room(irc_server):
         bob.send("QUIT :bye")
         assert [line[1] for line in bob.expect_closed()][-1] == "ERROR"
         assert heard(ada, "left", name="bob")["reason"] == "quit"
-        assert read_until(cy, "* bob left (quit)")
+        assert read_until(cy, "* bob left")
 
 
 def test_nick_collisions_across_dialects(irc_server):
@@ -160,6 +162,38 @@ def test_the_512_byte_limit_closes_that_client_alone(irc_server):
         assert heard(ada, "left", name="bob")["reason"] == "protocol_error"
         ada.say("still here")
         assert heard(ada, text="still here")
+
+
+def test_an_irc_client_that_never_reads_is_dropped_as_too_slow(start_server):
+    server = start_server(Limits(outbox_bytes=64 * 1024, rate_limit=0, relay_rate=0), listeners=irc_port())
+    sleeper = socket.socket()
+    try:
+        sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sleeper.settimeout(5)
+        sleeper.connect(server.addresses["irc"])
+        sleeper.sendall(b"NICK sleeper\r\nUSER s 0 * :never reads\r\n")
+        heard = b""
+        while b" 366 " not in heard:  # registered; from now on it never reads
+            data = sleeper.recv(4096)
+            assert data, f"closed before the welcome: {heard!r}"
+            heard += data
+        with ChatClient(*server.address, name="talker") as talker:
+            left = None
+            for _ in range(500):  # bounded: at most 500 x 8 messages of 4 KB
+                for _ in range(8):
+                    talker.say("x" * 4000)
+                echoed = 0
+                while echoed < 8:  # the talker hears its own messages: it is never held up
+                    event = talker.wait_for(lambda e: e["type"] in ("message", "left"))
+                    if event["type"] == "left":
+                        left = event
+                    else:
+                        echoed += 1
+                if left:
+                    break
+            assert left == {"type": "left", "name": "sleeper", "room": "lobby", "reason": "too_slow"}
+    finally:
+        sleeper.close()
 
 
 def test_a_long_message_reaches_irc_split_and_whole(irc_server):
@@ -286,16 +320,42 @@ def test_the_irc_library_gets_433_and_can_take_a_password_over_tls(start_server,
 
 
 def test_chatlab_serve_irc_port_prints_the_port_and_serves_it(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "chatlab", "serve", "--port", "0", "--irc-port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "chatlab", "serve", "--port", "0", "--irc-port", "0",
+                             "--irc-name", "My.Little.Server"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(2)]
         assert "listening on" in lines[0] and lines[1].startswith("IRC on 127.0.0.1:"), lines
         port = int(lines[1].split(":")[1].split()[0])
         with IrcPeer(("127.0.0.1", port)) as bob:
-            bob.register("bob")
+            assert bob.register("bob")[0][0] == "My.Little.Server"  # the name the server was given
+            bob.send("PING :abc")
+            assert bob.expect("PONG")[:3] == ("My.Little.Server", "PONG", ["My.Little.Server", "abc"])
             bob.send("QUIT")
             assert bob.expect_closed()[-1][1] == "ERROR"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_chatlab_serve_refuses_a_server_name_irc_cannot_carry():
+    done = subprocess.run([sys.executable, "-m", "chatlab", "serve", "--port", "0", "--irc-port", "0",
+                           "--irc-name", "my server"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "cannot be a server name" in done.stderr
+
+
+def test_chatlab_serve_irc_port_tls_speaks_tls_on_the_irc_port(pki):
+    proc = subprocess.Popen([sys.executable, "-m", "chatlab", "serve", "--port", "0", "--irc-port", "0", "--tls",
+                             "--cert", str(pki["cert"]), "--key", str(pki["key"])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[1].startswith("IRC over TLS on 127.0.0.1:"), lines
+        port = int(lines[1].split(":")[1].split()[0])
+        with IrcPeer(("127.0.0.1", port), tls=client_context(pki["ca"])) as bob:
+            assert bob.register("bob")[0][1] == "001"
     finally:
         proc.terminate()
         proc.wait(timeout=10)

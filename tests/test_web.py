@@ -29,6 +29,7 @@ pytest.importorskip("h11")
 
 from wsproto import ConnectionType, WSConnection  # noqa: E402
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage  # noqa: E402
+from wsproto.extensions import PerMessageDeflate  # noqa: E402
 from wsproto.frame_protocol import FrameProtocol  # noqa: E402
 
 from chatlab.client import ChatClient  # noqa: E402
@@ -54,7 +55,9 @@ class Browser:
     def __init__(self, origin: str | None = ORIGIN, host: str = HOST):
         self.ws = WSConnection(ConnectionType.CLIENT)
         headers = [(b"Origin", origin.encode())] if origin else []
-        self.request = self.ws.send(Request(host=host, target="/chat", extra_headers=headers))
+        # Offering compression, as Chrome does: the server must decline it.
+        self.request = self.ws.send(Request(host=host, target="/chat", extra_headers=headers,
+                                            extensions=[PerMessageDeflate()]))
 
     def read(self, data: bytes) -> list[Any]:
         self.ws.receive_data(data)
@@ -189,7 +192,8 @@ def test_the_upgrade_answers_the_key_and_hands_over_byte_by_byte():
     key = re.search(rb"Sec-WebSocket-Key: (\S+)", browser.request, re.IGNORECASE)[1]
     expected = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     assert b"Sec-WebSocket-Accept: " + expected + b"\r\n" in accept.data  # RFC 6455, section 4.2.2
-    assert b"Sec-WebSocket-Extensions" not in accept.data  # no compression: broadcasts are encoded once
+    assert b"permessage-deflate" in browser.request  # offered...
+    assert b"Sec-WebSocket-Extensions" not in accept.data  # ... and declined: broadcasts are encoded once
     assert [port.upgraded.parse(u) for u in units[1:]] == [{"type": "hello", "name": "ada"}]
 
 
@@ -349,9 +353,13 @@ def test_the_web_dialects_are_registered():
 
 
 def test_the_page_is_package_data_and_loads_nothing_from_outside():
-    project = (ROOT / "pyproject.toml").read_text()
-    declared = project.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
-    assert 'chatlab = ["webpage/*"]' in declared  # so that a pip install (not only -e) carries the page
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest brings tomli
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = project["tool"]["setuptools"]["package-data"]["chatlab"]
+    assert "webpage/*" in declared  # so that a pip install (not only -e) carries the page
     files = {name for name, _ in PAGE_FILES.values()}
     assert files == {p.name for p in (ROOT / "chatlab" / "webpage").iterdir()}
     html = PAGE[b"/"][0].decode()
@@ -527,3 +535,11 @@ def test_the_protocol_documents_examples_are_true():
     assert json.loads(bytes(b ^ mask[i % 4] for i, b in enumerate(payload))) == {"type": "hello", "name": "ada"}
     welcome = WebSocketDialect.encode_shared({"type": "welcome", "name": "ada", "users": ["ada"], "room": "lobby"})
     assert welcome.hex(" ").startswith(re.search(r"^S: ((?:[0-9a-f]{2} )+)", section, re.MULTILINE)[1].strip())
+
+
+def test_the_page_says_why_someone_left_in_the_servers_words():
+    from chatlab.protocol import REASON_WORDS
+
+    script = (ROOT / "chatlab" / "webpage" / "chat.js").read_text()
+    table = script.split("const REASON_WORDS = {", 1)[1].split("};", 1)[0]
+    assert dict(re.findall(r'(\w+): "([^"]*)"', table)) == REASON_WORDS

@@ -215,6 +215,14 @@ def test_rooms_history_and_scrolling_back(start_server, browsers):
         assert ada.get_by_role("tab", name="games").get_attribute("aria-selected") == "true"
         bob = browsers.open("bob-phone", url, **PHONE)
         join(bob, "bob")
+        in_log(bob, "old message 30")
+        bob.set_viewport_size({"width": 390, "height": 560})  # a smaller phone: twenty lines overflow the log
+        assert bob.evaluate("document.getElementById('log').scrollHeight > document.getElementById('log').clientHeight")
+        box = bob.locator("#log").bounding_box()
+        bob.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        bob.mouse.wheel(0, -20_000)  # scrolling back to the top asks for the older messages by itself
+        in_log(bob, "old message 01")
+        bob.set_viewport_size(PHONE["viewport"])
         say(bob, "/join games")
         in_log(bob, "You are in games: ada, bob")
         in_log(ada, "bob joined")
@@ -239,7 +247,33 @@ def test_rooms_history_and_scrolling_back(start_server, browsers):
         bob.get_by_role("button", name="Leave room").tap()
         in_log(bob, "You left games.")
         ada.get_by_role("tab", name="games").click()
-        in_log(ada, "bob left (left)")
+        in_log(ada, "bob left (left the room)")
+
+
+def test_a_long_listing_of_rooms_comes_a_page_at_a_time(start_server, browsers):
+    server, url = web_server(start_server, max_frame=1024)  # small frames: the listing must be paged
+    owners = [ChatClient(*server.address, name=f"owner{i}") for i in range(5)]
+    try:
+        rooms = [f"room-{n:02d}-with-a-long-name" for n in range(40)]
+        for n, room in enumerate(rooms):
+            owners[n // 8].send({"type": "join", "room": room})  # 8 each, with the lobby within 10 rooms
+        for owner, last in zip(owners, rooms[7::8]):
+            owner.wait_for(lambda m: m["type"] == "joined" and m.get("room") == last and "members" in m)
+        ada = browsers.open("ada-desktop", url, **DESKTOP)
+        join(ada, "ada")
+        ada.get_by_role("button", name="Rooms").click()
+        ada.get_by_role("button", name="Join room-00-with-a-long-name").wait_for()
+        assert ada.get_by_role("button", name=f"Join {rooms[-1]}").count() == 0  # not on the first page
+        while ada.get_by_role("button", name="More rooms").count():
+            ada.get_by_role("button", name="More rooms").click()
+            ada.wait_for_timeout(0)
+            if ada.get_by_role("button", name=f"Join {rooms[-1]}").count():
+                break
+        ada.get_by_role("button", name=f"Join {rooms[-1]}").wait_for()
+        assert ada.locator("#room-list li").count() >= len(rooms)  # every page kept, in order
+    finally:
+        for owner in owners:
+            owner.close()
 
 
 # --------------------------------------------------------------------- files
@@ -486,6 +520,8 @@ def test_a_phone_needs_no_sideways_scrolling_and_has_big_targets(start_server, b
                         page.get_by_role("button", name="Send", exact=True)):
             box = control.bounding_box()
             assert box and box["y"] >= 0 and box["y"] + box["height"] <= 390, box
+        newest, log = in_log(page, "a normal message").bounding_box(), page.locator("#log").bounding_box()
+        assert log["y"] <= newest["y"] and newest["y"] + newest["height"] <= log["y"] + log["height"] + 1, (newest, log)
         browsers.look(page, "keyboard-up")
         say(page, "typed with the keyboard up")
         in_log(page, "typed with the keyboard up")

@@ -79,7 +79,7 @@ def make_backplane(redis: str | None = None, mode: str = "streams") -> Backplane
     """The backplane ``chatlab serve --redis URL`` uses: Redis if a URL is given, else none at all.
 
     ``mode="pubsub"`` delivers with Redis pub/sub instead of streams: for the
-    lesson of notebook 13 (a server that was away misses what was said).
+    lesson of notebook 14 (a server that was away misses what was said).
     """
     if not redis:
         return LocalBackplane()

@@ -97,6 +97,9 @@ MOTD = (
     "Names with '.' show here with '|' (ada.l is ada|l).",
 )
 
+#: The commands a client may send before it is registered (anything else: 451).
+REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
+
 #: How a ``left`` with each reason reads in the QUIT line the room is sent.
 QUIT_REASONS = {
     "quit": "Quit", "disconnected": "Connection closed", "protocol_error": "Protocol error",
@@ -156,16 +159,33 @@ def parse_command(line: bytes) -> Command | None:
     return Command(verb, tuple(params)) if verb else None
 
 
+#: What can never be inside an IRC line (RFC 2812, section 2.3.1), made visible as ``clean_text`` does:
+#: a client's own CR echoed back (in a PONG, an error quoting its command) would end the line early.
+_NEVER_IN_A_LINE = str.maketrans({"\r": "^M", "\n": "^J", "\0": "^@"})
+
+
 def irc_line(source: str | None, verb: str, *params: str, trailing: str | None = None) -> bytes:
-    """One line the server sends, CR LF included.
+    """One line the server sends, CR LF included, never over ``LINE_LIMIT``.
+
+    A trailing parameter too long for the line is shortened, with "..." to
+    say so: what must arrive whole (a chat message) is split before it
+    gets here (``privmsg``); what may be shortened is an echo or a reason.
 
     >>> irc_line("chatlab.server", "001", "ada", trailing="Welcome")
     b':chatlab.server 001 ada :Welcome\\r\\n'
+    >>> irc_line("chatlab.server", "PONG", "chatlab.server", trailing="x\\r:evil PRIVMSG")
+    b':chatlab.server PONG chatlab.server :x^M:evil PRIVMSG\\r\\n'
+    >>> len(irc_line("chatlab.server", "PONG", "chatlab.server", trailing="x" * 600))
+    512
     """
-    parts = ([":" + source] if source else []) + [verb, *params]
-    if trailing is not None:
-        parts.append(":" + trailing)
-    return (" ".join(parts) + "\r\n").encode("utf-8")
+    head = " ".join(([":" + source] if source else []) + [verb, *params]).translate(_NEVER_IN_A_LINE).encode("utf-8")
+    if trailing is None:
+        return head + b"\r\n"
+    tail = trailing.translate(_NEVER_IN_A_LINE).encode("utf-8")
+    room = LINE_LIMIT - len(head) - 4  # " :" before the text, CR LF after it
+    if len(tail) > room:
+        tail = fit(tail.decode("utf-8"), room - 3)[0] + b"..."
+    return head + b" :" + tail + b"\r\n"
 
 
 def fit(text: str, budget: int) -> list[bytes]:
@@ -225,6 +245,8 @@ class IrcDialect(Framed):
     """One IRC client's connection: its registration, its nickname, the question being answered."""
 
     name: ClassVar[str] = "irc"
+    #: What the server calls itself; ``named()`` makes the dialect of a server with another name.
+    server: ClassVar[str] = SERVER
     hears_own: ClassVar[bool] = False  # an IRC client shows its own PRIVMSG as it sends it
     keepalive: ClassVar[bool] = True  # IRC servers PING quiet clients; every client answers PONG
 
@@ -241,12 +263,23 @@ class IrcDialect(Framed):
         self.handlers: dict[str, Callable[[Command], Message | Reply | None]] = {
             "CAP": self._cap, "PASS": self._pass, "NICK": self._nick, "USER": self._user,
             "PING": self._ping, "PONG": self._pong, "QUIT": self._quit,
-            # The rest need a registered client.
+            # The rest need a registered client (REGISTRATION lists those that do not).
             "PRIVMSG": self._privmsg, "NOTICE": self._privmsg, "JOIN": self._join, "PART": self._part,
             "NAMES": self._rooms, "LIST": self._rooms, "WHO": self._who, "WHOIS": self._users,
             "ISON": self._users, "USERHOST": self._users, "TOPIC": self._topic, "MODE": self._mode,
             "AWAY": self._away, "MOTD": self._motd, "VERSION": self._version, "HELP": self._help,
         }
+
+    @classmethod
+    def named(cls, server: str) -> type[IrcDialect]:
+        """The dialect of a server that calls itself ``server`` (``chatlab serve --irc-name``).
+
+        >>> IrcDialect.named("irc.example.org")(Limits()).parse(b"PING :x")
+        Reply(data=b':irc.example.org PONG irc.example.org :x\\r\\n', close=None)
+        """
+        if not server or any(c in server for c in " :,!@*?\r\n\0"):
+            raise ValueError(f"{server!r} cannot be a server name: no spaces, ':', ',', '!', '@' or wildcards")
+        return type(cls.__name__, (cls,), {"server": server, "__doc__": cls.__doc__})
 
     def refusal(self, reason: str, message: str) -> bytes:
         return irc_line(None, "ERROR", trailing=f"Closing link: {message} ({reason})")
@@ -266,7 +299,7 @@ class IrcDialect(Framed):
             return None
         self.asked = command
         handler = self.handlers.get(command.verb)
-        if not self.registered and command.verb not in ("CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"):
+        if not self.registered and command.verb not in REGISTRATION:
             return self._reply(ERR_NOTREGISTERED, trailing="You have not registered: NICK and USER first")
         if handler is None:
             return self._reply(ERR_UNKNOWNCOMMAND, command.verb[:32], trailing="Unknown command")
@@ -278,12 +311,12 @@ class IrcDialect(Framed):
         sub = (command.param(0) or "").upper()
         if sub == "LS":
             self.negotiating = not self.registered
-            return self._reply_raw(irc_line(SERVER, "CAP", self.nick, "LS", trailing=""))  # nothing to offer
+            return Reply(irc_line(self.server, "CAP", self.nick, "LS", trailing=""))  # nothing to offer
         if sub == "LIST":
-            return self._reply_raw(irc_line(SERVER, "CAP", self.nick, "LIST", trailing=""))
+            return Reply(irc_line(self.server, "CAP", self.nick, "LIST", trailing=""))
         if sub == "REQ":
             self.negotiating = not self.registered
-            return self._reply_raw(irc_line(SERVER, "CAP", self.nick, "NAK", trailing=command.param(1) or ""))
+            return Reply(irc_line(self.server, "CAP", self.nick, "NAK", trailing=command.param(1) or ""))
         if sub == "END":
             self.negotiating = False
             return self._hello()
@@ -335,13 +368,14 @@ class IrcDialect(Framed):
         if token is None:
             return self._reply(ERR_NOORIGIN, trailing="No origin specified")
         # Answered here, in order with everything else this client was sent.
-        return self._reply_raw(irc_line(SERVER, "PONG", SERVER, trailing=token))
+        return Reply(irc_line(self.server, "PONG", self.server, trailing=token))
 
     def _pong(self, command: Command) -> Message:
         return {"type": "pong"}  # the answer to the server's keep-alive PING
 
     def _quit(self, command: Command) -> Message:
-        return {"type": "bye"}
+        reason = command.param(0)
+        return {"type": "bye", "text": reason} if reason else {"type": "bye"}  # the rooms see the reason
 
     # Chat.
 
@@ -381,7 +415,8 @@ class IrcDialect(Framed):
             return self._needs_more(command)
         if not target.startswith("#"):
             return self._reply(ERR_NOSUCHCHANNEL, target[:64], trailing="No such channel")
-        return {"type": "leave", "room": room_of(target)}
+        reason = command.param(1)
+        return {"type": "leave", "room": room_of(target), **({"text": reason} if reason else {})}
 
     def _rooms(self, command: Command) -> Message:
         return {"type": "rooms"}  # NAMES and LIST: every room and its members, filtered in encode
@@ -426,10 +461,10 @@ class IrcDialect(Framed):
         return self._reply(RPL_UNAWAY, trailing="You are no longer marked as being away")
 
     def _motd(self, command: Command) -> Reply:
-        return self._reply_raw(self._motd_lines())
+        return Reply(self._motd_lines())
 
     def _version(self, command: Command) -> Reply:
-        return self._reply(RPL_VERSION, f"chatlab-{__version__}", SERVER, trailing="the chatlab teaching chat server")
+        return self._reply(RPL_VERSION, f"chatlab-{__version__}", self.server, trailing="the chatlab teaching chat server")
 
     def _help(self, command: Command) -> Reply:
         return self._notice("Commands: JOIN PART PRIVMSG NOTICE NAMES LIST WHO WHOIS TOPIC MODE ISON USERHOST "
@@ -449,7 +484,7 @@ class IrcDialect(Framed):
                                                                                     count=msg.get("count"))
         if kind == "left" and msg.get("reason") == "left":  # the answer to our PART
             self.channels.pop(name_key(msg["room"]), None)
-            return irc_line(mask(msg["name"]), "PART", channel(msg["room"]), trailing=self.nick)
+            return self.encode_shared(msg)
         if kind == "users":
             return self._users_answer(msg)
         if kind == "rooms":
@@ -463,7 +498,7 @@ class IrcDialect(Framed):
         if kind == "closing":
             return irc_line(None, "ERROR", trailing=f"Closing link: {self.nick} ({msg['message']})")
         if kind == "ping":  # the keep-alive: a quiet client is asked to show it is still there
-            return irc_line(None, "PING", trailing=SERVER)
+            return irc_line(None, "PING", trailing=self.server)
         if kind == "file_offer":
             return self._notice_line(f"{irc_nick(msg['from'])} offers the file {msg['name']} ({msg['size']:,} "
                                      "bytes); only a chatlab client can accept it")
@@ -477,13 +512,15 @@ class IrcDialect(Framed):
             return privmsg(mask(msg["from"]), channel(msg["room"]), msg["text"])
         if kind == "joined":
             return irc_line(mask(msg["name"]), "JOIN", channel(msg["room"]))
-        if kind == "left":
+        if kind == "left":  # with the leaver's own words, if it gave some (RFC 2812: else the nick, or "Quit")
+            said = msg.get("text")
             if msg["reason"] == "left":
-                return irc_line(mask(msg["name"]), "PART", channel(msg["room"]), trailing=irc_nick(msg["name"]))
-            return irc_line(mask(msg["name"]), "QUIT", trailing=QUIT_REASONS.get(msg["reason"], msg["reason"]))
+                return irc_line(mask(msg["name"]), "PART", channel(msg["room"]), trailing=said or irc_nick(msg["name"]))
+            why = QUIT_REASONS.get(msg["reason"], msg["reason"])
+            return irc_line(mask(msg["name"]), "QUIT", trailing=f"{why}: {said}" if said else why)
         # Anything else the chat may say to a room reads as a notice from the server.
-        return b"".join(irc_line(SERVER, "NOTICE", "*", trailing=piece.decode("utf-8"))
-                        for piece in fit(render_line(msg).replace("\n", " "), _budget(SERVER, "NOTICE", "*")))
+        return b"".join(irc_line(cls.server, "NOTICE", "*", trailing=piece.decode("utf-8"))
+                        for piece in fit(render_line(msg).replace("\n", " "), _budget(cls.server, "NOTICE", "*")))
 
     # The answers.
 
@@ -494,9 +531,9 @@ class IrcDialect(Framed):
         room = msg.get("room", "lobby")
         self.channels[name_key(room)] = room
         return (self._numeric(RPL_WELCOME, trailing=f"Welcome to the chatlab IRC network, {mask(msg['name'])}")
-                + self._numeric(RPL_YOURHOST, trailing=f"Your host is {SERVER}, running chatlab-{__version__}")
+                + self._numeric(RPL_YOURHOST, trailing=f"Your host is {self.server}, running chatlab-{__version__}")
                 + self._numeric(RPL_CREATED, trailing="This server speaks chatlab protocol 1 to IRC clients")
-                + self._numeric(RPL_MYINFO, SERVER, f"chatlab-{__version__}", "i", "n")
+                + self._numeric(RPL_MYINFO, self.server, f"chatlab-{__version__}", "i", "n")
                 + self._isupport() + self._motd_lines()
                 + irc_line(mask(msg["name"]), "JOIN", channel(room))
                 + self._names(room, msg["users"], count=msg.get("count")))
@@ -513,7 +550,7 @@ class IrcDialect(Framed):
                         for i in range(0, len(tokens), 13))
 
     def _motd_lines(self) -> bytes:
-        return (self._numeric(RPL_MOTDSTART, trailing=f"- {SERVER} Message of the day -")
+        return (self._numeric(RPL_MOTDSTART, trailing=f"- {self.server} Message of the day -")
                 + b"".join(self._numeric(RPL_MOTD, trailing=f"- {line}") for line in MOTD)
                 + self._numeric(RPL_ENDOFMOTD, trailing="End of /MOTD command."))
 
@@ -580,7 +617,7 @@ class IrcDialect(Framed):
                     out += self._numeric(ERR_NOSUCHNICK, target[:64], trailing="No such nick/channel")
                 else:
                     out += (self._numeric(RPL_WHOISUSER, nick, nick, HOST, "*", trailing=nick)
-                            + self._numeric(RPL_WHOISSERVER, nick, SERVER, trailing="a chatlab server"))
+                            + self._numeric(RPL_WHOISSERVER, nick, self.server, trailing="a chatlab server"))
             return out + self._numeric(RPL_ENDOFWHOIS, ",".join(targets)[:200], trailing="End of /WHOIS list.")
         if asked.verb == "ISON":
             wanted = " ".join(asked.params).split()
@@ -594,18 +631,18 @@ class IrcDialect(Framed):
         pattern = asked.param(0) or "*"
         if not pattern.startswith("#"):
             nicks = [n for n in nicks if fnmatch.fnmatchcase(n.lower(), pattern.lower()) or pattern in ("0", "*")]
-        return (b"".join(self._numeric(RPL_WHOREPLY, where, n, HOST, SERVER, n, "H", trailing=f"0 {n}")
+        return (b"".join(self._numeric(RPL_WHOREPLY, where, n, HOST, self.server, n, "H", trailing=f"0 {n}")
                          for n in nicks)
                 + self._numeric(RPL_ENDOFWHO, pattern[:64], trailing="End of /WHO list."))
 
     def _history(self, msg: Message) -> bytes:
         """A room's recent messages, as notices from the server: clearly not said just now."""
         target = channel(msg["room"])
-        budget = _budget(SERVER, "NOTICE", target)
+        budget = _budget(self.server, "NOTICE", target)
         said = [f"[{time.strftime('%H:%M', time.localtime(m['ts']))}] <{irc_nick(m['from'])}> {m['text']}"
                 for m in msg["messages"]]
         texts = [f"--- {len(said)} earlier messages in {target} ---", *said, "--- end of history ---"]
-        return b"".join(irc_line(SERVER, "NOTICE", target, trailing=piece.decode("utf-8"))
+        return b"".join(irc_line(self.server, "NOTICE", target, trailing=piece.decode("utf-8"))
                         for text in texts for piece in fit(text, budget))
 
     def _error(self, code: str, message: str) -> bytes:
@@ -618,7 +655,9 @@ class IrcDialect(Framed):
         if code == "name_taken":
             return self._numeric(ERR_NICKNAMEINUSE, wanted, trailing="Nickname is already in use")
         if code == "bad_name":
-            return self._numeric(ERR_ERRONEUSNICKNAME, wanted, trailing=f"Erroneous nickname: {message}")
+            # The core's rule names '.', which travels as '|' here (irc_nick).
+            return self._numeric(ERR_ERRONEUSNICKNAME, wanted,
+                                 trailing=f"Erroneous nickname: {message.replace(repr('.'), repr('|'))}")
         if code in ("auth_required", "auth_failed"):
             return self._numeric(ERR_PASSWDMISMATCH, trailing=f"Password incorrect: {message} (send PASS before NICK)")
         if code == "already_registered":
@@ -651,26 +690,18 @@ class IrcDialect(Framed):
     # Helpers.
 
     def _numeric(self, number: str, *params: str, trailing: str | None = None) -> bytes:
-        """``:server NUMBER nick params :text``, its text shortened (with '...') to fit the line."""
-        if trailing is not None:
-            budget = _budget(SERVER, number, self.nick, *params)
-            data = trailing.encode("utf-8")
-            if len(data) > budget:
-                trailing = fit(trailing, budget - 3)[0].decode("utf-8") + "..."
-        return irc_line(SERVER, number, self.nick, *params, trailing=trailing)
+        """``:server NUMBER nick params :text`` (a text too long for the line is shortened, with '...')."""
+        return irc_line(self.server, number, self.nick, *params, trailing=trailing)
 
     def _reply(self, number: str, *params: str, trailing: str | None = None) -> Reply:
         return Reply(self._numeric(number, *params, trailing=trailing))
-
-    def _reply_raw(self, data: bytes) -> Reply:
-        return Reply(data)
 
     def _needs_more(self, command: Command) -> Reply:
         return self._reply(ERR_NEEDMOREPARAMS, command.verb[:32], trailing="Not enough parameters")
 
     def _notice_line(self, text: str) -> bytes:
-        return b"".join(irc_line(SERVER, "NOTICE", self.nick, trailing=piece.decode("utf-8"))
-                        for piece in fit(text, _budget(SERVER, "NOTICE", self.nick)))
+        return b"".join(irc_line(self.server, "NOTICE", self.nick, trailing=piece.decode("utf-8"))
+                        for piece in fit(text, _budget(self.server, "NOTICE", self.nick)))
 
     def _notice(self, text: str) -> Reply:
         return Reply(self._notice_line(text))

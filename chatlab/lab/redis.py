@@ -51,8 +51,8 @@ def _stop(proc: subprocess.Popen) -> None:
 class RedisServer(Instrument):
     """``with RedisServer() as r: r.url`` -- a private redis-server; ``kill()``/``start()`` to restart it."""
 
-    def __init__(self, persist: bool = True):
-        self.persist = persist
+    def __init__(self, persist: bool = True, fsync: str = "always"):
+        self.persist, self.fsync = persist, fsync
         self.folder = Path(tempfile.mkdtemp(prefix="chatlab-redis-"))
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -68,7 +68,7 @@ class RedisServer(Instrument):
         """Start (or start again, on the same port and files) and wait until it answers."""
         args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
                 "--save", "", "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"]
-        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
+        args += ["--appendonly", "yes", "--appendfsync", self.fsync] if self.persist else ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._finalizer = weakref.finalize(self, _stop, self.proc)
         deadline = time.monotonic() + START_TIMEOUT
@@ -120,14 +120,14 @@ class NodeProcess(Instrument):
     The node's log goes to ``log_file`` (default: nowhere).
     """
 
-    def __init__(self, url: str, model: str = "selectors", mode: str = "streams", args: tuple[str, ...] = (),
+    def __init__(self, url: str | None, model: str = "selectors", mode: str = "streams", args: tuple[str, ...] = (),
                  log_file: str | None = None):
         import sys
 
         self.url, self.model, self.mode = url, model, mode
         self._log = open(log_file or os.devnull, "w")
-        command = [sys.executable, "-m", "chatlab", "serve", "--port", "0", "--model", model, "--redis", url,
-                   "--redis-mode", mode, *args]
+        shared = ["--redis", url, "--redis-mode", mode] if url else []  # None: a server alone, for comparison
+        command = [sys.executable, "-m", "chatlab", "serve", "--port", "0", "--model", model, *shared, *args]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True)
         self._finalizer = weakref.finalize(self, _stop, self.proc)
         self._register()
@@ -139,6 +139,9 @@ class NodeProcess(Instrument):
             if " listening on " in line:
                 host, _, port = line.rsplit(" ", 1)[1].strip().rpartition(":")
                 self.address = (host.strip("[]"), int(port))
+                if not url:
+                    self.node = "alone"
+                    break
             if "this is node " in line:
                 self.node = line.split("this is node ", 1)[1].split(",")[0]
                 break

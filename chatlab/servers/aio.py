@@ -255,7 +255,7 @@ class AsyncioServer(Shell):
             # Streams over a socket that is already connected: ours came from accept().
             reader, writer = await asyncio.open_connection(sock=sock, limit=RECV_SIZE)
         except OSError as exc:
-            log.info("%s: connection lost: %s", channel.peer, exc)
+            self.lost(channel, exc)
             sock.close()
             self.ended(channel)
             self.forget(channel)
@@ -275,7 +275,7 @@ class AsyncioServer(Shell):
                 self.received(channel, data)
         except OSError as exc:  # reset by the peer, or worse
             if not channel.dropped:
-                log.info("%s: connection lost: %s", channel.peer, exc)
+                self.lost(channel, exc)
         except Exception:
             self.failed(channel)  # a bug while serving one client: that client alone
             reason = "server_error"

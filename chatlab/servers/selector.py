@@ -364,7 +364,7 @@ class SelectorServer(Shell):
     def _lost(self, channel: SelectorChannel, exc: BaseException) -> None:
         """The peer reset the connection or vanished."""
         if not channel.closing:
-            log.info("%s: connection lost: %s", channel.peer, exc)
+            self.lost(channel, exc)
         self.drop(channel)
         self.ended(channel)
 

@@ -201,6 +201,15 @@ class Shell(BaseServer):
         self.channels.pop(channel.id, None)
         self._handshaking.pop(channel.id, None)
 
+    def lost(self, channel: Channel, exc: BaseException) -> None:
+        """The peer reset the connection or vanished (``exc``: how the model learnt it).
+
+        Only detail for the log: the core tells the close, with its reason,
+        at INFO for a registered client -- one line per person, never one per
+        socket of a connect flood.
+        """
+        log.debug("%s: connection lost: %s", channel.peer, exc)
+
     def transport_failed(self, channel: Channel) -> None:
         """Plain text on a TLS port, a failed or stalled handshake: log it, say what the transport says, hang up."""
         log.warning("%s: %s; closing", channel.peer, channel.transport.failure)

@@ -11,6 +11,22 @@
   const BACKOFF_FIRST = 1000, BACKOFF_MAX = 30000; // ms between reconnection attempts: doubling, with jitter
   const PING_EVERY = 25000, DEAD_AFTER = 60000; // ms: a silent socket is asked, and given up after a minute
 
+  // Why someone left, in words (the same as chatlab.protocol.REASON_WORDS; a test keeps them equal).
+  const REASON_WORDS = {
+    left: "left the room",
+    quit: "said goodbye",
+    disconnected: "lost the connection",
+    shutdown: "the server stopped",
+    too_slow: "was not reading, so the server let go",
+    protocol_error: "sent something too long to be a message",
+    register_timeout: "never gave a name",
+    idle: "was silent too long",
+    flooding: "sent too many messages too fast",
+    auth_failed: "gave too many wrong passwords",
+    server_error: "met a fault in the server",
+    kicked: "was removed",
+  };
+
   const $ = (id) => document.getElementById(id);
   const log = $("log");
   const state = {
@@ -25,6 +41,7 @@
     missedAfter: null, // after a reconnection: messages above this id arrived while we were away
     rejoin: new Set(), // rooms being joined again after a reconnection (not switched to)
     autoHistory: null, // the room whose history may come next, unasked (right after welcome or joined)
+    roomsNext: false, // the next rooms answer is a further page of the listing
     uploads: new Map(), // sha256 or file id -> {bytes, name}
     downloads: new Map(), // file id -> the offer, and the chunks received so far
   };
@@ -114,6 +131,9 @@
     place(v, { order: [v.newest, ++noticeSeq], node, counts: cls === "error" });
     return node;
   }
+
+  // A list of names the server may have cut to fit one message: "count" says how many there are.
+  const names = (list, count) => list.join(", ") + (count > list.length ? ` and ${count - list.length} more` : "");
 
   const clock = (ts) => new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
@@ -237,8 +257,7 @@
       const lobby = roomView(m.room || "lobby");
       if (!state.current) show(lobby);
       state.autoHistory = key(lobby.name);
-      const more = (m.count || 0) - m.users.length;
-      const online = m.users.join(", ") + (more > 0 ? ` and ${more} more` : "");
+      const online = names(m.users, m.count);
       if (again) notice(`Reconnected as ${m.name}. Online: ${online}.`, current());
       else notice(`Welcome, ${m.name}! Online: ${online}.`, lobby);
       if (!again) $("message").focus();
@@ -259,7 +278,7 @@
       for (const msg of m.messages) if (addMessage(msg, true, v.catchUp)) v.missed++;
       if (m.asked === "older" && !m.more) {
         v.complete = true;
-        notice(`That is the start of ${v.name}'s history.`, v);
+        notice(v.oldest === null ? `Nothing was said in ${v.name} before.` : `That is the start of ${v.name}'s history.`, v);
       } else if (m.asked === "since") {
         // One page of what was missed: ask for the next, until the server says there is no more.
         if (m.more && m.messages.length) since(v, m.messages[m.messages.length - 1].id);
@@ -273,7 +292,7 @@
         v.name = m.room;
         drawTab(v);
         state.autoHistory = key(m.room);
-        notice(`You are in ${m.room}: ${m.members.join(", ")}`, v);
+        notice(`You are in ${m.room}: ${names(m.members, m.count)}`, v);
         if (again) catchUp(v);
         else show(v);
       } else {
@@ -286,11 +305,11 @@
         notice(`You left ${m.room}.`, roomView("lobby"));
         if (v.id !== roomView("lobby").id) drop(v);
       } else {
-        notice(`${m.name} left (${m.reason})`, v);
+        notice(`${m.name} left (${REASON_WORDS[m.reason] || m.reason})`, v);
       }
     },
     users(m) {
-      notice(`${m.room ? `In ${m.room}` : "Online"}: ${m.users.join(", ")}`);
+      notice(`${m.room ? `In ${m.room}` : "Online"}: ${names(m.users, m.count)}`);
       const list = $("people-list");
       list.replaceChildren(...m.users.map((name) => {
         const item = el("li");
@@ -307,10 +326,15 @@
       }));
     },
     rooms(m) {
-      notice(`Rooms: ${m.rooms.map((r) => `${r.name} (${r.members.length})`).join(", ")}`);
-      $("room-list").replaceChildren(...m.rooms.map((r) => {
+      // A long listing comes a page at a time (docs/protocol.md, section 6.2): "more" asks for the next.
+      const list = $("room-list");
+      if (!state.roomsNext) list.replaceChildren(); // a first page: the listing starts again
+      state.roomsNext = false;
+      list.querySelector(".more-rooms")?.remove();
+      notice(`Rooms: ${m.rooms.map((r) => `${r.name} (${r.count || r.members.length})`).join(", ")}${m.more ? ", ..." : ""}`);
+      list.append(...m.rooms.map((r) => {
         const item = el("li");
-        item.append(el("span", "", `${r.name}: ${r.members.join(", ")}`));
+        item.append(el("span", "", `${r.name}: ${names(r.members, r.count)}`));
         const join = el("button", "", "Join");
         join.type = "button";
         join.setAttribute("aria-label", `Join ${r.name}`);
@@ -318,6 +342,14 @@
         item.append(join);
         return item;
       }));
+      if (m.more && m.rooms.length) {
+        const item = el("li", "more-rooms"), next = el("button", "", "More rooms");
+        next.type = "button";
+        const last = m.rooms[m.rooms.length - 1].name;
+        next.addEventListener("click", () => { state.roomsNext = send({ type: "rooms", after: last }); });
+        item.append(next);
+        list.append(item);
+      }
     },
     pong(m) {
       if (m.id !== "page") notice("pong");
@@ -550,7 +582,16 @@
     if (send(msg)) v.asked.push("older");
   }
   $("older").addEventListener("click", older);
-  log.addEventListener("scroll", () => { if (log.scrollTop < 40 && log.scrollHeight > log.clientHeight) older(); });
+  // Scrolling up to the top asks for older messages (our own scrolling to the bottom never does).
+  let scrolledTo = 0, atEnd = true;
+  log.addEventListener("scroll", () => {
+    const up = log.scrollTop < scrolledTo;
+    scrolledTo = log.scrollTop;
+    atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    if (up && log.scrollTop < 40) older();
+  });
+  // When the log shrinks (a phone's on-screen keyboard opens), the newest lines stay in sight.
+  new ResizeObserver(() => { if (atEnd) log.scrollTop = log.scrollHeight; }).observe(log);
 
   function togglePanel(which, open) {
     const panel = $(`${which}-panel`), button = $(`${which}-button`);
