@@ -208,6 +208,53 @@ def bars(values: dict[str, float], title: str, on: str, ylabel: str, xlabel: str
     return titled(fig, title, on)
 
 
+#: A colour per server in the benchmark's plots: the yardsticks grey, red, green; each chatlab model its own.
+BENCH_COLOURS = {"relay": "0.6", "naive": "tab:red", "redis": "tab:green", "threads": "tab:orange",
+                 "selectors": "tab:blue", "asyncio": "tab:purple"}
+
+
+def _rate(value: float) -> str:
+    return f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k" if value >= 1e3 else f"{value:g}"
+
+
+def latency_under_load(records: Sequence[dict[str, Any]], title: str = "Latency under load", on: str = "") -> Figure:
+    """``chatlab bench``'s "load" records: p50 and p99 latency, and the server's CPU, against the offered load.
+
+    One colour per server; a hollow marker where the server fell behind the
+    offered load (its latency then grows for as long as the run lasts).
+    """
+    runs = measured([r for r in records if r.get("scenario") == "load" and r.get("p99_ms") is not None],
+                    "the latency-under-load runs")
+    spare = iter(["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 4.8))
+    for target in dict.fromkeys(r["target"] for r in runs):
+        own = sorted((r for r in runs if r["target"] == target), key=lambda r: r["offered"])
+        colour = BENCH_COLOURS.get(target) or next(spare, "black")
+        xs = [r["offered"] for r in own]
+        ax1.plot(xs, measured([r["p99_ms"] for r in own], f"{target}'s p99"), "-", color=colour, label=target)
+        ax1.plot(xs, measured([r["p50_ms"] for r in own], f"{target}'s p50"), ":", color=colour)
+        for r in own:
+            hollow = {} if r.get("sustained") else {"markerfacecolor": "white"}
+            ax1.plot([r["offered"]], [r["p99_ms"]], "o", color=colour, **hollow)
+        shares = [(r["offered"], 100 * r["server_cpu_share"]) for r in own if r.get("server_cpu_share") is not None]
+        if shares:
+            ax2.plot(*zip(*shares), "o-", color=colour, label=target)
+    offered = sorted({r["offered"] for r in runs})
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xticks(offered, [_rate(x) for x in offered])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("offered load (deliveries per second, log scale)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("latency, scheduled send to delivery (ms, log scale)")
+    ax1.set_title("p99 (solid) and p50 (dotted); hollow marker: fell behind the load", fontsize=10)
+    ax2.set_ylabel("server CPU (% of one core)")
+    ax2.set_title("what the server spent at that load", fontsize=10)
+    return titled(fig, title, on)
+
+
 # ---------------------------------------------------------- sequence diagram
 
 

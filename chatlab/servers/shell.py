@@ -9,8 +9,10 @@ lives here, once:
   client (``turn_away``);
 * **applying effects**: ``Send`` appends to each recipient's outbox, within
   ``limits.outbox_bytes`` -- a client whose outbox would pass it is
-  dropped as too slow, never waited for; ``Close`` starts a graceful
-  close; ``Work`` goes to ``run_work``;
+  dropped as too slow, never waited for -- and consecutive sends to
+  the same recipients (a burst: all that one ``recv()`` brought) are
+  appended as one piece; ``Close`` starts a graceful close; ``Work`` goes
+  to ``run_work``;
 * **the transport** of each connection (plain, or TLS: transport.py), with
   the handshake's deadline;
 * **the tick**: the core hears the time every ``TICK`` seconds.
