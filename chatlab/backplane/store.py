@@ -329,7 +329,9 @@ class RedisStore:
             self.redis.ping()
         except redis.RedisError as exc:
             raise Unavailable(f"cannot reach Redis at {self.url}: {str(exc).rstrip('.')}. Is redis-server running there?") from None
-        self._reader = redis.Redis.from_url(self.url, single_connection_client=True, **self._reader_options)
+        # Named, so that CLIENT LIST shows which node each reading connection is (a test kills one by name).
+        self._reader = redis.Redis.from_url(self.url, single_connection_client=True,
+                                            client_name=f"chatlab-reader-{self.node}", **self._reader_options)
         self._hello()
         self.available = True
         self._beat()  # alive from the start: others may look our users up at once
