@@ -543,3 +543,22 @@ def test_the_page_says_why_someone_left_in_the_servers_words():
     script = (ROOT / "chatlab" / "webpage" / "chat.js").read_text()
     table = script.split("const REASON_WORDS = {", 1)[1].split("};", 1)[0]
     assert dict(re.findall(r'(\w+): "([^"]*)"', table)) == REASON_WORDS
+
+
+def test_serve_with_tls_serves_the_page_over_https(tmp_path):
+    pytest.importorskip("cryptography")
+    from chatlab.tls import client_context, make_lab_pki
+
+    paths = make_lab_pki(tmp_path)
+    proc = serve("--web-port", "0", "--tls", "--cert", str(paths["cert"]), "--key", str(paths["key"]))
+    try:
+        lines = read_until(proc, "Press Ctrl+C")
+        [url] = [re.search(r"https://\S+", line)[0] for line in lines if "Chat in a browser" in line]
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        context = client_context(paths["ca"])
+        page = urllib.request.urlopen(f"https://localhost:{port}/", context=context, timeout=5).read()
+        assert b"<title>chatlab</title>" in page
+        with WebSocketClient("localhost", port, tls=context) as web:  # wss, the same certificate
+            assert web.register("secure")["name"] == "secure"
+    finally:
+        stop(proc)

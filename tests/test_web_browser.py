@@ -540,6 +540,30 @@ def assert_fits(page: Any, width: int) -> None:
     assert not small, f"controls smaller than 44 x 44 px: {small}"
 
 
+# ------------------------------------------------------------------- TLS
+
+
+def test_the_page_over_https_and_its_socket_over_wss(start_server, browsers, tmp_path):
+    pytest.importorskip("cryptography")
+    from chatlab.cli import web_listener
+    from chatlab.tls import make_lab_pki, server_context
+
+    paths = make_lab_pki(tmp_path)  # for localhost, 127.0.0.1 and ::1
+    tls = server_context(paths["cert"], paths["key"])
+    server = start_server(tls=tls, listeners=(web_listener("127.0.0.1", 0, tls),))
+    url = f"https://localhost:{server.addresses['web'][1]}/"
+    # The lab's authority is not one Chromium knows: told to accept its certificate, as a student
+    # who installed ca.pem would have.
+    ada = browsers.open("ada-https", url, **DESKTOP, ignore_https_errors=True)
+    assert ada.evaluate("location.protocol") == "https:" and ada.evaluate("window.isSecureContext") is True
+    join(ada, "ada")
+    with ChatClient(*server.address, name="bob", tls=True, cafile=str(paths["ca"])) as bob:
+        bob.say("over TLS, both ways")
+        in_log(ada, "over TLS, both ways")
+        say(ada, "and back, over wss")
+        assert bob.wait_for(lambda m: m["type"] == "message" and m["from"] == "ada")["text"] == "and back, over wss"
+
+
 # ----------------------------------------------------------------- passwords
 
 
