@@ -540,6 +540,33 @@ def assert_fits(page: Any, width: int) -> None:
     assert not small, f"controls smaller than 44 x 44 px: {small}"
 
 
+# --------------------------------------------------------- the instructor
+
+
+def test_the_instructor_view_shows_who_is_connected_by_dialect(start_server, browsers):
+    from chatlab.cli import web_listener
+    from chatlab.instructor import StatusBoard
+
+    board = StatusBoard()
+    server = start_server(listeners=(web_listener("127.0.0.1", 0, None, board),), rate_limit=0)
+    board.core = server.core
+    url = f"http://127.0.0.1:{server.addresses['web'][1]}/"
+    student = browsers.open("student-phone", url, **PHONE)
+    join(student, "ada")
+    with ChatClient(*server.address, name="bob") as bob:
+        teacher = browsers.open("instructor", f"{url}instructor?key={board.key}", **DESKTOP)
+        users = teacher.locator("#users")
+        users.get_by_text("ada").wait_for()
+        assert "browsers (WebSocket)" in users.locator("tr", has_text="ada").inner_text()
+        assert "chatlab chat and programs (frames)" in users.locator("tr", has_text="bob").inner_text()
+        for i in range(50):
+            bob.say(f"busy {i}")
+        teacher.locator("#rate").filter(has_not_text=re.compile(r"^(0\.0|-)$")).wait_for()  # a rate, measured
+        browsers.look(teacher, "instructor-view")
+        wrong = browsers.open("no-key", f"{url}instructor?key=guess", **DESKTOP)
+        assert wrong.locator("#users").count() == 0  # without the key, no page at all
+
+
 # ------------------------------------------------------------------- TLS
 
 
