@@ -116,6 +116,7 @@ SYSTEM_PACKAGES = {
     "chromium": "chromium",  # the chat's web page, tested in a real browser
     "irssi": "irssi",  # a real IRC client
     "tmux": "tmux",  # drives terminal programs (irssi, chatlab chat) in the tests
+    "haproxy": "haproxy",  # a TCP load balancer in front of several chat servers (docs/scaling.md)
 }
 
 

@@ -20,7 +20,7 @@ from chatlab.servers import MODELS, make_server
 
 pytestmark = pytest.mark.timeout(90)
 
-FAST = ("--rate-limit", "0", "--flood-limit", "0", "--accept-rate", "0", "--max-per-address", "0")
+FAST = ("--rate-limit", "0", "--flood-limit", "0", "--accept-rate", "0", "--max-per-address", "0", "--relay-rate", "0")
 
 
 def texts(client: ChatClient, count: int, timeout: float = 30) -> list[str]:

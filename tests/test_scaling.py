@@ -8,6 +8,9 @@ synchronise: each step waits for the message that proves it.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -23,7 +26,7 @@ pytestmark = [pytest.mark.skipif(redis_available() is not None, reason=str(redis
               pytest.mark.timeout(90)]
 
 LIMITS = Limits.off()  # the tests send faster than a person: no rate limits
-FAST = ["--rate-limit", "0", "--flood-limit", "0", "--accept-rate", "0", "--max-per-address", "0"]
+FAST = ["--rate-limit", "0", "--flood-limit", "0", "--accept-rate", "0", "--max-per-address", "0", "--relay-rate", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +300,71 @@ def test_redis_restarted_clients_are_told_nothing_acknowledged_is_lost_and_the_n
         history = [m["id"] for m in ada.wait_for("history")["messages"]]
         assert [m["id"] for m in acknowledged] == history[:10]
         assert len(history) == len(set(history)) == 11
+
+
+# ------------------------------------------------------- behind a load balancer
+
+HAPROXY = """
+global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 1h
+    timeout server 1h
+    retries 3
+    option redispatch
+frontend chat
+    bind 127.0.0.1:{port}
+    default_backend nodes
+backend nodes
+    balance roundrobin
+{servers}
+"""
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (Debian: apt-get install haproxy)")
+def test_a_classroom_behind_haproxy_one_address_spread_over_nodes_and_a_dead_node_routed_around(redis_url, tmp_path):
+    from chatlab.lab.redis import free_port
+
+    a = NodeProcess(redis_url, "selectors", args=tuple(FAST), log_file=str(tmp_path / "a.log"))
+    b = NodeProcess(redis_url, "asyncio", args=tuple(FAST), log_file=str(tmp_path / "b.log"))
+    port = free_port()
+    servers = "\n".join(f"    server {n.node} 127.0.0.1:{n.address[1]} check inter 200ms fall 1 rise 1" for n in (a, b))
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(HAPROXY.format(port=port, servers=servers))
+    proxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    people: list[ChatClient] = []
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # haproxy is up when a chat banner comes through it
+            try:
+                people.append(ChatClient("127.0.0.1", port, name="p0", resume=True, timeout=5))
+                break
+            except (ConnectionError, OSError):
+                assert time.monotonic() < deadline, "haproxy did not start"
+                time.sleep(0.05)
+        people += [ChatClient("127.0.0.1", port, name=f"p{i}", resume=True, timeout=10) for i in range(1, 4)]
+        import redis
+
+        store = redis.Redis.from_url(redis_url, decode_responses=True)
+        holders = {json.loads(v)["node"] for v in store.hgetall("chatlab:names").values()}
+        assert holders == {a.node, b.node}  # round robin: one address, both nodes used
+        a.kill()
+        for person in people:
+            person.say(f"{person.name} is here")
+        # Everyone -- those whose node died too, back through the same address -- hears everyone, once.
+        for person in people:
+            heard = sorted(m["text"] for m in (person.wait_for(
+                lambda e: e["type"] == "message" and e["text"].endswith(" is here"), 30) for _ in people))
+            assert heard == sorted(f"{p.name} is here" for p in people)
+        holders = {json.loads(v)["node"] for v in store.hgetall("chatlab:names").values()}
+        assert holders == {b.node}
+        store.close()
+    finally:
+        for person in people:
+            person.close()
+        proxy.terminate()
+        proxy.wait(10)
+        a.stop()
+        b.stop()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -56,6 +57,31 @@ AVAILABLE = "available"  # a notice's code: the shared store is back
 BACK = "the chat's shared store (Redis) is back: messages can be sent again"
 
 
+class Batch:
+    """Messages waiting to be written to Redis together, until the job that writes them takes them.
+
+    Filled on the chat's thread, taken on the worker's: a lock between the two.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Client, tuple[str, str, str, str, float, bool]]] = []
+        self.taken = False
+        self._lock = threading.Lock()
+
+    def add(self, client: Client, item: tuple[str, str, str, str, float, bool]) -> bool:
+        """False if the job has already taken the batch (start another)."""
+        with self._lock:
+            if self.taken:
+                return False
+            self.items.append((client, item))
+            return True
+
+    def take(self) -> list[tuple[str, str, str, str, float, bool]]:
+        with self._lock:
+            self.taken = True
+            return [item for _, item in self.items]
+
+
 @dataclass(eq=False)
 class Feed:
     """A room's stream as this server has delivered it."""
@@ -75,6 +101,9 @@ class SharedRooms(Backplane):
         self.store = store
         self.feeds: dict[str, Feed] = {}  # room key -> its feed, for the rooms this server has members in
         self._claiming: set[str] = set()  # names being claimed by a client of this server
+        # The batch of messages not yet taken by its job: a message joins it rather than
+        # costing a round trip of its own -- unless other ordered work was given since.
+        self._open: Batch | None = None
         self._core: "ChatCore | None" = None
 
     @property
@@ -124,6 +153,7 @@ class SharedRooms(Backplane):
     # ------------------------------------------------------------- helpers
 
     def _work(self, job: Callable[[], Any], then: Callable[[Any, float], list[Effect]], what: str) -> Work:
+        self._open = None  # a message said after this must be written after it too
         return Work(job, then, what, ordered=True)
 
     def _unavailable(self, client: Client, what: str, out: Out) -> None:
@@ -155,6 +185,7 @@ class SharedRooms(Backplane):
 
         ``undo(result)``: the client left before the answer came; what to do about what Redis did.
         """
+        self._open = None
         work = self.core._pause(client, job, then, lambda: None, what)
 
         def resume(result: Any, now: float) -> list[Effect]:
@@ -295,11 +326,24 @@ class SharedRooms(Backplane):
         announce = client.key not in room.announced  # quiet in a large room until now
         if announce:
             room.announced[client.key] = client
-        key, name, ts = client.key, client.name, self.core.wallclock()
+        item = (room.key, client.name, client.key, text, self.core.wallclock(), announce)
         # Only into the stream: it is shown to everyone, here too, when it comes back out.
-        out.append(self._work(lambda: self.store.say(room.key, name, key, text, ts, announce),
-                              self._answer(client, "your message was not sent", lambda result, out: None),
-                              f"a message from {name}"))
+        if self._open is not None and self._open.add(client, item):
+            return  # it goes with the messages waiting to be written
+        batch = self._open = Batch()
+        batch.add(client, item)
+        work = Work(lambda: self.store.say_many(batch.take()), lambda result, now: self._said(batch, result),
+                    "writing messages", ordered=True)
+        out.append(work)
+
+    def _said(self, batch: Batch, result: Any) -> list[Effect]:
+        """A batch is written: each message that was not is answered with an error (the rest come back out)."""
+        out: Out = []
+        results = result if isinstance(result, list) else [result] * len(batch.items)
+        for (client, _), one in zip(batch.items, results):
+            if isinstance(one, BaseException):
+                out += self._answer(client, "your message was not sent", lambda r, out: None)(one, 0.0)
+        return out
 
     def _on_dm(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         self.core.require_registered(client)

@@ -37,7 +37,7 @@ SETUPS = (("1 node", 1, False), ("1 node + Redis", 1, True), ("2 nodes + Redis",
           ("3 nodes + Redis", 3, True))
 SERVE_OFF = ("--rate-limit", "0", "--flood-limit", "0", "--accept-rate", "0", "--max-per-address", "0",
              "--max-clients", "0", "--outbox-bytes", "0", "--register-timeout", "0", "--idle-timeout", "0",
-             "--ping-interval", "0", "--max-text", "0")
+             "--ping-interval", "0", "--max-text", "0", "--relay-rate", "0")
 
 
 def run_scale_out(receivers: int = 100, messages: int = 2000, model: str = "selectors", window: int = 1000,

@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 from ..effects import ClientId, Effect, Work
 from ..transport import Transport
-from .shell import LINGER, RECV_SIZE, TICK, Channel, Shell, accept_error, run_job, ACCEPT_PAUSE
+from .shell import LINGER, RECV_SIZE, TICK, Channel, Shell, Workers, accept_error, run_job, ACCEPT_PAUSE
 
 log = logging.getLogger("chatlab.server")
 
@@ -185,6 +185,7 @@ class ThreadedServer(Shell):
         self._work = threading.local()  # Work met by this thread while it held the lock
         self._stopping = False
         self._wake_r, self._wake_w = socket.socketpair()
+        self._ordered = Workers(lambda work, result: self.event(self.finished, work, result), count=0)
         self._accepter = threading.Thread(target=self._accept_loop, name="chatlab-accept", daemon=True)
         self._accepter.start()
 
@@ -227,9 +228,12 @@ class ThreadedServer(Shell):
         self.event(self.run_posted, event)
 
     def run_work(self, work: Work) -> None:
+        if work.ordered:
+            # Work that must keep its order across clients (a shared chat's
+            # writes to Redis) runs on one thread of its own, in the order given.
+            self._ordered.submit(work)
+            return
         # Called with the lock held: noted, and run by event() once it is let go.
-        # Ordered work needs nothing more: a client's work runs on its own
-        # thread, one job after another, in the order its messages came.
         if getattr(self._work, "queue", None) is None:
             self._work.queue = deque()
         self._work.queue.append(work)
@@ -290,5 +294,6 @@ class ThreadedServer(Shell):
                 channel.abort()
         for channel in channels:
             channel.reader.join(max(0.0, deadline - time.monotonic()))
+        self._ordered.stop()
         self._wake_r.close()
         self._wake_w.close()
