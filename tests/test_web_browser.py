@@ -184,6 +184,10 @@ def test_two_browsers_a_terminal_and_nc_chat_in_one_room(start_server, browsers,
         carol.send("is that all?")
         carol.expect("<carol> is that all?")
         assert not any("just between us" in line for line in carol.seen)  # the private message stayed private
+        with ChatClient(*server.address, name="erin") as erin:
+            in_log(ada, "erin joined")
+            erin.send({"type": "bye", "text": "see you tomorrow"})  # a farewell, told to the room
+            in_log(ada, "erin left (said goodbye): see you tomorrow")
     finally:
         dave.close()
 
