@@ -1068,3 +1068,27 @@ def test_a_connect_and_reset_flood_is_logged_in_a_few_lines(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) <= 6, lines  # a first refusal, then a summary every 10 s
     assert any("refused" in line and "more connections from 10.0.0.1" in line for line in lines)
+
+
+def test_the_terminal_printer_carries_on_after_a_file_it_cannot_save(tmp_path):
+    # 13.7: the OSError ended the printer thread: later files and messages were never shown.
+    import io
+
+    from chatlab.terminal import Terminal, _print_events
+
+    class Events:
+        name = "bob"
+
+        def events(self):
+            yield {"type": "file_received", "file": "f1", "name": "a.txt", "from": "eve", "data": b"x", "ok": True}
+            yield {"type": "file_received", "file": "f2", "name": None, "from": "eve", "data": b"x", "ok": True,
+                   "surprise": object()}
+            yield {"type": "message", "id": 1, "ts": 0.0, "from": "eve", "text": "still here", "room": "lobby"}
+
+    blocked = tmp_path / "downloads"
+    blocked.write_text("a file where the downloads folder should be")
+    out = io.StringIO()
+    _print_events(Events(), Terminal(out, interactive=False), {"current": "lobby"}, blocked)  # type: ignore[arg-type]
+    shown = out.getvalue().splitlines()
+    assert shown[0].startswith("! could not save a.txt from eve:") and shown[1].startswith("! could not save")
+    assert shown[-1].endswith("<eve> still here")
