@@ -490,7 +490,8 @@ def test_a_ping_id_nested_deep_is_refused_not_a_crash(caplog):
         room.send(1, encode_frame(b'{"type":"ping","id":' + b"[" * 980 + b"]" * 980 + b"}"))
         room.send(1, encode_frame(b'{"type":"ping","id":' + b'{"a":' * 500 + b"1" + b"}" * 500 + b"}"))
     assert codes(room.frames(1)) == ["bad_frame", "bad_frame"]
-    assert room.closed == {} and caplog.records == []
+    # No error and no traceback logged (records below ERROR, such as "connected", are another test's business).
+    assert room.closed == {} and [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     room.send(1, frame({"type": "ping", "id": [[[["a"]]]]}))  # a little nesting is any JSON value
     assert room.frames(1) == [{"type": "pong", "id": [[[["a"]]]]}]
 

@@ -63,6 +63,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..history import MEMORY_KEEP
+from . import Unavailable
 
 log = logging.getLogger("chatlab.backplane")
 
@@ -78,10 +79,6 @@ RETRY_MAX = 2.0  # seconds: the longest wait between two tries to reach a Redis 
 LOBBY = "lobby"  # the room every name is in (rooms.DEFAULT_ROOM's key)
 
 StreamId = tuple[int, int]
-
-
-class Unavailable(Exception):
-    """Redis cannot be reached: nothing can be said, joined or looked up until it is back."""
 
 
 def parse_id(text: str) -> StreamId:
