@@ -117,6 +117,7 @@ SYSTEM_PACKAGES = {
     "irssi": "irssi",  # a real IRC client
     "tmux": "tmux",  # drives terminal programs (irssi, chatlab chat) in the tests
     "haproxy": "haproxy",  # a TCP load balancer in front of several chat servers (docs/scaling.md)
+    "netcat-openbsd": "nc",  # the chat with no client at all, as a person would join it
 }
 
 

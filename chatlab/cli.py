@@ -12,6 +12,7 @@ from pathlib import Path
 import signal
 import ssl
 import sys
+from typing import Any
 
 from . import __version__, serverlog
 from .accounts import Accounts, AccountsError, add_account, read_accounts, remove_account
@@ -94,8 +95,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # And Ctrl+C must work even when the parent started us with SIGINT
     # ignored (as a shell does for a job it puts in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    from .instructor import StatusBoard
+
+    board = StatusBoard() if args.web_port is not None else None  # the instructor view
     try:
-        web = web_listeners(args, tls)
+        web = web_listeners(args, tls, board)
     except ImportError as exc:
         print(f"chatlab serve: --web-port needs the 'web' extra ({exc.name} is missing): "
               "pip install 'chatlab[web]'", file=sys.stderr)
@@ -103,6 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         options["listeners"] = irc_listeners(args, tls) + web  # (a server name IRC cannot carry: ValueError)
         server = make_server(args.model, args.host, args.port, limits, **options)
+        if board is not None:
+            board.core = server.core
         server.start()
     except (ServerError, ValueError) as exc:
         print(f"chatlab serve: {exc}", file=sys.stderr)
@@ -127,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("Listening on every interface: others on your network can join with "
                   "'chatlab chat YOUR-IP:%d'. Your firewall may ask to allow it." % server.address[1], flush=True)
         if args.web_port is not None:
-            print_web_urls(args.host, server.addresses["web"][1], args.tls)
+            print_web_urls(args.host, server.addresses["web"][1], args.tls, board)
         if accounts is not None:
             who = "names with an account need its password" if args.guests else "every name needs an account"
             print(f"{len(accounts.entries)} accounts from {args.users}: {who}.", flush=True)
@@ -150,26 +156,28 @@ def irc_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple
     return (Listener("irc", args.host, args.irc_port, dialect, tls),)
 
 
-def web_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None) -> tuple[Listener, ...]:
+def web_listeners(args: argparse.Namespace, tls: ssl.SSLContext | None, board: Any = None) -> tuple[Listener, ...]:
     """``--web-port``: the chat page over HTTP, then the chat over WebSocket (chatlab/dialects/web.py).
 
     With ``--tls`` it is https and wss, with the same certificate as the main port.
     """
     if args.web_port is None:
         return ()
-    return (web_listener(args.host, args.web_port, tls),)
+    return (web_listener(args.host, args.web_port, tls, board),)
 
 
-def web_listener(host: str, port: int, tls: ssl.SSLContext | None = None) -> Listener:
-    """A Listener for a web port: its dialect knows whether the page's origin is https."""
+def web_listener(host: str, port: int, tls: ssl.SSLContext | None = None, board: Any = None) -> Listener:
+    """A Listener for a web port: its dialect knows whether the page's origin is https, and the
+    instructor view's board (chatlab/instructor.py), if there is one."""
     from functools import partial
 
     from .dialects.web import WebPort
 
-    return Listener("web", host, port, partial(WebPort, secure=tls is not None), tls=tls)
+    view = {"status": board.status, "status_key": board.key} if board is not None else {}
+    return Listener("web", host, port, partial(WebPort, secure=tls is not None, **view), tls=tls)
 
 
-def print_web_urls(host: str, port: int, secure: bool) -> None:
+def print_web_urls(host: str, port: int, secure: bool, board: Any = None) -> None:
     """Say where the page is; for a classroom (every interface), on each LAN address, and as a QR code."""
     from .weblink import EVERYWHERE, page_urls, print_qr
 
@@ -177,6 +185,9 @@ def print_web_urls(host: str, port: int, secure: bool) -> None:
     print(f"Chat in a browser: {urls[0]}", flush=True)
     for more in urls[1:]:
         print(f"               or: {more}", flush=True)
+    if board is not None:
+        print("Instructor view (who is connected, messages a second; keep this address to yourself): "
+              f"{urls[0]}instructor?key={board.key}", flush=True)
     if host in EVERYWHERE:
         print("Scan with a phone on the same network:", flush=True)
         print_qr(urls[0], sys.stdout)

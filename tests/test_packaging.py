@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
@@ -86,3 +87,32 @@ def test_the_files_the_package_reads_are_declared_as_package_data():
                    for package, patterns in declared.items() for pattern in patterns):
             missing.append(name)
     assert not missing, f"add these to [tool.setuptools.package-data] in pyproject.toml: {missing}"
+
+
+# Import names of every optional dependency (the extras in pyproject.toml), made unimportable below.
+OPTIONAL_IMPORTS = ("redis", "wsproto", "h11", "segno", "matplotlib", "cryptography", "tqdm", "jupyterlab", "ipykernel")
+
+SERVE_WITHOUT_EXTRAS = """
+import sys
+for name in {blocked!r}:
+    sys.modules[name] = None  # "import name" now raises ImportError, as where it was never installed
+from chatlab.client import ChatClient
+from chatlab.servers import make_server
+with make_server({model!r}, port=0) as server:
+    host, port = server.address
+    with ChatClient(host, port, "alice", timeout=5) as alice, ChatClient(host, port, "bob", timeout=5) as bob:
+        alice.say("hello from a bare install")
+        message = bob.wait_for("message", timeout=5)
+        print(message["text"])
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("model", ["threads", "selectors", "asyncio"])
+def test_a_server_runs_with_no_optional_package_installed(model):
+    # `pip install chatlab` brings no dependency at all: a server and a client must need nothing else
+    # (a module-level `import redis` on the server's start-up path once broke every bare install).
+    script = SERVE_WITHOUT_EXTRAS.format(blocked=OPTIONAL_IMPORTS, model=model)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "hello from a bare install"

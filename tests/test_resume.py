@@ -148,3 +148,14 @@ def test_a_node_killed_under_a_client_it_resumes_on_another_node_missing_nothing
                     client.close()
             other.stop()
             doomed.stop()
+
+
+def test_the_terminal_says_it_is_reconnecting_and_what_it_caught_up():
+    from chatlab.terminal import describe
+
+    assert describe({"type": "reconnecting", "attempt": 2, "delay": 0.4, "reason": "connection lost"}) == \
+        "* Connection lost (connection lost); reconnecting in 0.4 s (try 2)..."
+    assert describe({"type": "resumed", "address": "127.0.0.1:5051", "missed": 3}) == \
+        "* Reconnected to 127.0.0.1:5051: 3 messages you missed follow."
+    assert describe({"type": "resumed", "address": "127.0.0.1:5051", "missed": 0}) == \
+        "* Reconnected to 127.0.0.1:5051: you missed nothing."

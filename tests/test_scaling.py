@@ -368,3 +368,46 @@ def test_a_classroom_behind_haproxy_one_address_spread_over_nodes_and_a_dead_nod
         proxy.wait(10)
         a.stop()
         b.stop()
+
+
+@pytest.mark.parametrize("mode, lost", [("streams", 0), ("pubsub", 5)])
+def test_a_node_cut_off_from_redis_catches_up_with_streams_and_loses_with_pubsub(redis_url, clients, mode, lost):
+    """The lesson of notebook 14, as a test: Redis drops one node's reading connection (as after a network
+    blip); while that node reconnects, another node's client says five messages."""
+    import redis
+
+    from chatlab.backplane.shared import SharedRooms
+    from chatlab.backplane.store import RedisStore
+
+    servers = []
+    try:
+        for heartbeat in (3.0, 1.0):  # the victim retries slowly: the five messages surely fall in its gap
+            server = make_server("selectors", "127.0.0.1", 0, LIMITS,
+                                 backplane=SharedRooms(RedisStore(redis_url, mode=mode, heartbeat=heartbeat)))
+            servers.append(server.start())
+        victim, other = servers
+        ada, bob = clients(victim, "ada"), clients(other, "bob")
+        ada.wait_for(lambda e: e["type"] == "joined" and e["name"] == "bob")
+        store = redis.Redis.from_url(redis_url, decode_responses=True)
+        reader = f"chatlab-reader-{victim.backplane.status()['node']}"
+        for connection in store.client_list():
+            if connection["name"] == reader:
+                store.client_kill_filter(_id=connection["id"])
+        assert ada.wait_for("error", 10)["code"] == "unavailable"  # ada's server knows, and says so
+        for n in range(5):
+            bob.say(f"during {n}")
+        assert [m["text"] for m in messages_until(bob, 5)] == [f"during {n}" for n in range(5)]  # acknowledged
+        assert ada.wait_for("notice", 15)["code"] == "available"
+        if mode == "pubsub":  # and subscribed again (else "after" too could be lost: pub/sub's very flaw)
+            deadline = time.monotonic() + 10
+            while store.pubsub_numsub("chatlab:room:lobby")[0][1] < 2:
+                assert time.monotonic() < deadline, "the node did not subscribe again"
+                time.sleep(0.01)
+        bob.say("after")
+        messages_until(bob, 1)
+        got = [m["text"] for m in messages_until(ada, 6 - lost)]
+        assert got == [f"during {n}" for n in range(lost, 5)] + ["after"] if lost == 0 else got == ["after"]
+        store.close()
+    finally:
+        for server in servers:
+            server.stop()

@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar
@@ -363,13 +364,15 @@ def test_the_page_is_package_data_and_loads_nothing_from_outside():
     files = {name for name, _ in PAGE_FILES.values()}
     assert files == {p.name for p in (ROOT / "chatlab" / "webpage").iterdir()}
     html = PAGE[b"/"][0].decode()
-    for name in files - {"index.html"}:
+    for name in files - {"index.html", "instructor.html", "instructor.js"}:
         assert f'"/{name}"' in html
+    assert '"/instructor.js"' in (ROOT / "chatlab" / "webpage" / "instructor.html").read_text()
     for name in files:
         text = (ROOT / "chatlab" / "webpage" / name).read_text()
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), name  # no CDN, no outside font
         assert "innerHTML" not in text and "insertAdjacentHTML" not in text and "document.write" not in text
-    assert not re.search(r"<script>|<style|\son\w+=|style=", html)  # nothing inline: the CSP would refuse it
+        if name.endswith(".html"):
+            assert not re.search(r"<script>|<style|\son\w+=|style=", text), name  # nothing inline: the CSP refuses it
 
 
 def test_the_accessible_names_the_issue_promises_are_in_the_page():
@@ -543,3 +546,84 @@ def test_the_page_says_why_someone_left_in_the_servers_words():
     script = (ROOT / "chatlab" / "webpage" / "chat.js").read_text()
     table = script.split("const REASON_WORDS = {", 1)[1].split("};", 1)[0]
     assert dict(re.findall(r'(\w+): "([^"]*)"', table)) == REASON_WORDS
+
+
+def test_serve_with_tls_serves_the_page_over_https(tmp_path):
+    pytest.importorskip("cryptography")
+    from chatlab.tls import client_context, make_lab_pki
+
+    paths = make_lab_pki(tmp_path)
+    proc = serve("--web-port", "0", "--tls", "--cert", str(paths["cert"]), "--key", str(paths["key"]))
+    try:
+        lines = read_until(proc, "Press Ctrl+C")
+        [url] = [re.search(r"https://\S+", line)[0] for line in lines if "Chat in a browser" in line]
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        context = client_context(paths["ca"])
+        page = urllib.request.urlopen(f"https://localhost:{port}/", context=context, timeout=5).read()
+        assert b"<title>chatlab</title>" in page
+        with WebSocketClient("localhost", port, tls=context) as web:  # wss, the same certificate
+            assert web.register("secure")["name"] == "secure"
+    finally:
+        stop(proc)
+
+
+
+# ------------------------------------------------------------ the instructor view
+
+
+def test_the_instructor_view_needs_its_key():
+    from chatlab.instructor import StatusBoard
+
+    board = StatusBoard(CoreDriver().core)
+
+    def get(target: str, **options: Any) -> bytes:
+        [reply] = WebPort(Limits(), **options).feed(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        return reply.data
+
+    view = {"status": board.status, "status_key": board.key}
+    assert get(f"/instructor?key={board.key}", **view).startswith(b"HTTP/1.1 200 ")
+    assert b'"connections"' in get(f"/status?key={board.key}", **view)
+    for target in ["/instructor", "/instructor?key=", f"/instructor?key={board.key}x", "/status", "/status?key=guess"]:
+        assert get(target, **view).startswith(b"HTTP/1.1 404 "), target  # the same as a page that is not there
+    assert get(f"/instructor?key={board.key}").startswith(b"HTTP/1.1 404 ")  # a port without the view
+
+
+def test_the_board_counts_connections_by_dialect_and_messages_a_second():
+    from chatlab.instructor import StatusBoard
+
+    room = CoreDriver(limits=Limits(rate_limit=0))
+    clock = [100.0]
+    board = StatusBoard(room.core, clock=lambda: clock[0])
+    room.register(1, "ada")  # frames
+    browser = upgraded(room, 2)
+    room.send(2, browser.text({"type": "hello", "name": "webby"}))
+    room.connect(3, dialect=WebPort(Limits()))  # an HTTP request on its way
+    first = board.status()
+    assert first["connections"] == {"frames": 1, "websocket": 1, "http": 1}
+    assert [(u["name"], u["dialect"], u["rooms"]) for u in first["users"]] == [("ada", "frames", ["lobby"]),
+                                                                                ("webby", "websocket", ["lobby"])]
+    assert first["messages_per_second"] == 0  # nothing measured yet
+    for i in range(20):
+        room.send_msg(1, {"type": "say", "text": f"m{i}"})
+    clock[0] += 4.0
+    assert board.status()["messages_per_second"] == 5.0  # 20 messages in 4 s
+    for i in range(10):
+        room.send_msg(1, {"type": "say", "text": f"n{i}"})
+    clock[0] += 4.0
+    assert board.status()["messages_per_second"] == 3.75  # 30 in the 8 s since the first look
+    clock[0] += 20.0
+    assert board.status()["messages_per_second"] == 0.0  # quiet for longer than the window: the old looks go
+
+
+def test_serve_prints_the_instructor_view_and_it_answers():
+    proc = serve("--web-port", "0")
+    try:
+        lines = read_until(proc, "Press Ctrl+C")
+        [url] = [re.search(r"http://\S+", line)[0] for line in lines if "Instructor view" in line]
+        assert "/instructor?key=" in url
+        status = json.loads(urllib.request.urlopen(url.replace("/instructor?", "/status?"), timeout=5).read())
+        assert status["connections"] == {"http": 1}  # the request asking
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url.split("?")[0], timeout=5)  # no key, no view
+    finally:
+        stop(proc)

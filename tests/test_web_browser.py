@@ -184,6 +184,10 @@ def test_two_browsers_a_terminal_and_nc_chat_in_one_room(start_server, browsers,
         carol.send("is that all?")
         carol.expect("<carol> is that all?")
         assert not any("just between us" in line for line in carol.seen)  # the private message stayed private
+        with ChatClient(*server.address, name="erin") as erin:
+            in_log(ada, "erin joined")
+            erin.send({"type": "bye", "text": "see you tomorrow"})  # a farewell, told to the room
+            in_log(ada, "erin left (said goodbye): see you tomorrow")
     finally:
         dave.close()
 
@@ -264,11 +268,13 @@ def test_a_long_listing_of_rooms_comes_a_page_at_a_time(start_server, browsers):
         ada.get_by_role("button", name="Rooms").click()
         ada.get_by_role("button", name="Join room-00-with-a-long-name").wait_for()
         assert ada.get_by_role("button", name=f"Join {rooms[-1]}").count() == 0  # not on the first page
-        while ada.get_by_role("button", name="More rooms").count():
-            ada.get_by_role("button", name="More rooms").click()
-            ada.wait_for_timeout(0)
+        rows = ada.locator("#room-list li:not(.more-rooms)")
+        for _ in range(len(rooms)):  # a page at a time, each asked for by the button
             if ada.get_by_role("button", name=f"Join {rooms[-1]}").count():
                 break
+            listed = rows.count()
+            ada.get_by_role("button", name="More rooms").click()
+            ada.locator(f"#room-list li:not(.more-rooms) >> nth={listed}").wait_for()  # the next page came
         ada.get_by_role("button", name=f"Join {rooms[-1]}").wait_for()
         assert ada.locator("#room-list li").count() >= len(rooms)  # every page kept, in order
     finally:
@@ -538,6 +544,57 @@ def assert_fits(page: Any, width: int) -> None:
         .filter(([, r]) => r.width < 44 || r.height < 44)
         .map(([what, r]) => `${what}: ${Math.round(r.width)}x${Math.round(r.height)}`)""")
     assert not small, f"controls smaller than 44 x 44 px: {small}"
+
+
+# --------------------------------------------------------- the instructor
+
+
+def test_the_instructor_view_shows_who_is_connected_by_dialect(start_server, browsers):
+    from chatlab.cli import web_listener
+    from chatlab.instructor import StatusBoard
+
+    board = StatusBoard()
+    server = start_server(listeners=(web_listener("127.0.0.1", 0, None, board),), rate_limit=0)
+    board.core = server.core
+    url = f"http://127.0.0.1:{server.addresses['web'][1]}/"
+    student = browsers.open("student-phone", url, **PHONE)
+    join(student, "ada")
+    with ChatClient(*server.address, name="bob") as bob:
+        teacher = browsers.open("instructor", f"{url}instructor?key={board.key}", **DESKTOP)
+        users = teacher.locator("#users")
+        users.get_by_text("ada").wait_for()
+        assert "browsers (WebSocket)" in users.locator("tr", has_text="ada").inner_text()
+        assert "chatlab chat and programs (frames)" in users.locator("tr", has_text="bob").inner_text()
+        for i in range(50):
+            bob.say(f"busy {i}")
+        teacher.locator("#rate").filter(has_not_text=re.compile(r"^(0\.0|-)$")).wait_for()  # a rate, measured
+        browsers.look(teacher, "instructor-view")
+        wrong = browsers.open("no-key", f"{url}instructor?key=guess", **DESKTOP)
+        assert wrong.locator("#users").count() == 0  # without the key, no page at all
+
+
+# ------------------------------------------------------------------- TLS
+
+
+def test_the_page_over_https_and_its_socket_over_wss(start_server, browsers, tmp_path):
+    pytest.importorskip("cryptography")
+    from chatlab.cli import web_listener
+    from chatlab.tls import make_lab_pki, server_context
+
+    paths = make_lab_pki(tmp_path)  # for localhost, 127.0.0.1 and ::1
+    tls = server_context(paths["cert"], paths["key"])
+    server = start_server(tls=tls, listeners=(web_listener("127.0.0.1", 0, tls),))
+    url = f"https://localhost:{server.addresses['web'][1]}/"
+    # The lab's authority is not one Chromium knows: told to accept its certificate, as a student
+    # who installed ca.pem would have.
+    ada = browsers.open("ada-https", url, **DESKTOP, ignore_https_errors=True)
+    assert ada.evaluate("location.protocol") == "https:" and ada.evaluate("window.isSecureContext") is True
+    join(ada, "ada")
+    with ChatClient(*server.address, name="bob", tls=True, cafile=str(paths["ca"])) as bob:
+        bob.say("over TLS, both ways")
+        in_log(ada, "over TLS, both ways")
+        say(ada, "and back, over wss")
+        assert bob.wait_for(lambda m: m["type"] == "message" and m["from"] == "ada")["text"] == "and back, over wss"
 
 
 # ----------------------------------------------------------------- passwords

@@ -39,6 +39,14 @@ if TYPE_CHECKING:
 Post = Callable[[Callable[[float], list[Effect]]], None]  # the shell's post(): an event onto the core's thread
 
 
+class Unavailable(Exception):
+    """What is shared cannot be reached (Redis is down): nothing can be said, joined or looked up until it is back.
+
+    Defined here, not in store.py, so that a server without ``--redis`` never
+    imports the redis package: the core needs only the standard library.
+    """
+
+
 class Backplane:
     """What a chat core asks of whatever shares (or does not share) its rooms."""
 
@@ -89,4 +97,4 @@ def make_backplane(redis: str | None = None, mode: str = "streams") -> Backplane
     return SharedRooms(RedisStore(redis, mode=mode))
 
 
-__all__ = ["Backplane", "LocalBackplane", "Post", "make_backplane"]
+__all__ = ["Backplane", "LocalBackplane", "Post", "Unavailable", "make_backplane"]

@@ -260,7 +260,8 @@ class SharedRooms(Backplane):
         assert client.key is not None and client.name is not None
         key, name = client.key, client.name
         rooms = [(room.key, key not in room.announced) for room in client.rooms.values()]
-        for room in list(client.rooms.values()):
+        # Every room it is seated in here -- a room it is leaving too (still seated until its "left" comes back).
+        for room in [r for r in self.core.rooms.values() if r.members.get(key) is client]:
             self._unseat(client, room)
         out.append(self._work(lambda: self.store.depart(key, name, rooms, reason),
                               self._logged(f"telling the others that {name} left"), f"{name} leaving"))

@@ -63,6 +63,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..history import MEMORY_KEEP
+from . import Unavailable
 
 log = logging.getLogger("chatlab.backplane")
 
@@ -78,10 +79,6 @@ RETRY_MAX = 2.0  # seconds: the longest wait between two tries to reach a Redis 
 LOBBY = "lobby"  # the room every name is in (rooms.DEFAULT_ROOM's key)
 
 StreamId = tuple[int, int]
-
-
-class Unavailable(Exception):
-    """Redis cannot be reached: nothing can be said, joined or looked up until it is back."""
 
 
 def parse_id(text: str) -> StreamId:
@@ -329,7 +326,9 @@ class RedisStore:
             self.redis.ping()
         except redis.RedisError as exc:
             raise Unavailable(f"cannot reach Redis at {self.url}: {str(exc).rstrip('.')}. Is redis-server running there?") from None
-        self._reader = redis.Redis.from_url(self.url, single_connection_client=True, **self._reader_options)
+        # Named, so that CLIENT LIST shows which node each reading connection is (a test kills one by name).
+        self._reader = redis.Redis.from_url(self.url, single_connection_client=True,
+                                            client_name=f"chatlab-reader-{self.node}", **self._reader_options)
         self._hello()
         self.available = True
         self._beat()  # alive from the start: others may look our users up at once

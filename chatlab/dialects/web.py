@@ -46,9 +46,11 @@ What a careful server adds, and this one does:
 from __future__ import annotations
 
 from http import HTTPStatus
+import hmac
+import json
 from importlib import resources
-from typing import ClassVar
-from urllib.parse import urlsplit
+from typing import Any, Callable, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 import h11
 from wsproto import ConnectionType, WSConnection
@@ -74,7 +76,11 @@ PAGE_FILES: dict[bytes, tuple[str, str]] = {
     b"/sha256.js": ("sha256.js", "text/javascript; charset=utf-8"),
     b"/chat.css": ("chat.css", "text/css; charset=utf-8"),
     b"/icon.svg": ("icon.svg", "image/svg+xml"),
+    b"/instructor.js": ("instructor.js", "text/javascript; charset=utf-8"),
+    b"/instructor": ("instructor.html", "text/html; charset=utf-8"),  # with the key only (below)
 }
+#: The instructor view (chatlab/instructor.py): the page and its numbers, for whoever holds the key.
+GUARDED = (b"/instructor", b"/status")
 
 
 def page_file(name: str) -> bytes:
@@ -128,9 +134,12 @@ class WebPort(Dialect):
     name: ClassVar[str] = "http"
     register_timeout: ClassVar[float | None] = HTTP_TIMEOUT  # must be served or upgraded by then
 
-    def __init__(self, limits: Limits, secure: bool = False):
+    def __init__(self, limits: Limits, secure: bool = False, status: Callable[[], dict[str, Any]] | None = None,
+                 status_key: str = ""):
         super().__init__(limits)
         self.secure = secure  # served over TLS: the page's origin is https://
+        # The instructor view: a snapshot of the server (instructor.StatusBoard.status), behind a secret key.
+        self.status, self.status_key = status, status_key
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
         self._answered = False  # one request per connection: what follows it is not read
 
@@ -162,11 +171,24 @@ class WebPort(Dialect):
             return self._upgrade(request, headers)
         if request.method not in (b"GET", b"HEAD"):
             return [Reply(self._respond(405, b"only GET\n", [(b"Allow", b"GET, HEAD")]), close="protocol_error")]
+        if path in GUARDED and not self._has_key(request.target):
+            path = b"/no such page"  # the same answer as any page that does not exist: nothing to guess from
+        if path == b"/status":
+            assert self.status is not None
+            snapshot = json.dumps(self.status(), ensure_ascii=False).encode()
+            return [Reply(self._respond(200, snapshot, [(b"Content-Type", b"application/json")]), close="served")]
         if path not in PAGE:
             return [Reply(self._respond(404, b"not found: the chat is at /\n"), close="served")]
         body, kind = PAGE[path]
         return [Reply(self._respond(200, body, [(b"Content-Type", kind.encode())], head=request.method == b"HEAD"),
                       close="served")]
+
+    def _has_key(self, target: bytes) -> bool:
+        """Whether the URL carries the instructor view's key (compared in constant time)."""
+        if self.status is None or not self.status_key:
+            return False
+        given = parse_qs(urlsplit(target.decode("latin-1")).query).get("key", [""])[0]
+        return hmac.compare_digest(given.encode(), self.status_key.encode())
 
     def _upgrade(self, request: h11.Request, headers: dict[bytes, bytes]) -> list[Unit]:
         """The WebSocket handshake: refuse another site's page, else accept and hand over."""

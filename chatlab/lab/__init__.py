@@ -36,7 +36,10 @@ order they build on each other:
   reference;
 * ``bots`` -- ``Bot``, a client that plays a person (frames or lines mode);
 * ``plans`` -- ``run_plan``: bots that join, chat and leave on a schedule;
-* ``crowd`` -- ``Crowd``: hundreds of listening clients on one thread.
+* ``crowd`` -- ``Crowd``: hundreds of listening clients on one thread;
+* ``redis`` -- ``RedisServer``, a private redis-server on a free port, and
+  ``NodeProcess``, one node of a chat shared on it (``chatlab serve
+  --redis``) in a child process, to kill or pause (notebook 14).
 
 Every name is also here, in ``chatlab.lab``: notebooks write ``lab.Bot``,
 not ``lab.bots.Bot``.  ``python -m chatlab.lab serve SPEC`` (``__main__``)
@@ -70,6 +73,7 @@ from .choosing import pick
 from .bots import Bot
 from .plans import Plan, chat_plan, run_plan
 from .crowd import Crowd
+from .redis import NodeProcess, RedisServer, redis_available
 from ..dialects.lines import parse_rendered as parse_server_line  # a lines-mode line, read as the frame it stands for
 
 __all__ = [
@@ -84,5 +88,6 @@ __all__ = [
     "LiveServer", "ServerProcess", "live_server", "no_defences", "start_server",
     "Chunk", "EchoServer", "Relay", "echo_once", "recv_exactly", "send_all",
     "COURSE_FOLDERS", "course_folder", "pick", "Bot", "Plan", "chat_plan", "run_plan", "Crowd",
+    "NodeProcess", "RedisServer", "redis_available",
     "parse_server_line",
 ]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..accounts import Accounts
-from ..backplane import Backplane, make_backplane
+from ..backplane import Backplane, Unavailable, make_backplane
 from ..core import ChatCore
 from ..dialects import Dialect, MainPort
 from ..history import History
@@ -203,8 +203,6 @@ class BaseServer:
         self.stop()
 
     def _connect_backplane(self) -> None:
-        from ..backplane.store import Unavailable
-
         try:
             self.backplane.connect()
         except Unavailable as exc:

@@ -305,7 +305,7 @@
         notice(`You left ${m.room}.`, roomView("lobby"));
         if (v.id !== roomView("lobby").id) drop(v);
       } else {
-        notice(`${m.name} left (${REASON_WORDS[m.reason] || m.reason})`, v);
+        notice(`${m.name} left (${REASON_WORDS[m.reason] || m.reason})${m.text ? `: ${m.text}` : ""}`, v);
       }
     },
     users(m) {
