@@ -211,7 +211,7 @@ def test_the_load_generator_spreads_its_connections_over_several_source_addresse
     server = make_server("selectors", "127.0.0.1", 0, Limits.off())
     server.start()
     try:
-        with caplog.at_level(logging.INFO, logger="chatlab.core"):
+        with caplog.at_level(logging.DEBUG, logger="chatlab.core"):  # a connection is logged at DEBUG
             host, port = server.address
             result = run_loadgen({"scenario": "scale", "host": host, "port": port, "dialect": "lines",
                                   "connections": 2 * len(SOURCES), "deadline": 20.0}, timeout=60)
