@@ -10,9 +10,9 @@ it elsewhere (a worker thread), and gets the verdict back as an event
 order, and everyone else chats on.
 
 Guessing is slowed down too: a wrong password is answered only after a
-delay (``auth_delay``), and while one check or wrong answer is pending for
-an address, another password from there is not checked at all -- it is
-answered as wrong.  A guess whose connection hangs up while it is checked
+delay (``auth_delay``), and while a check runs for an address or its wrong
+answer is pending, another password from there is not checked at all -- it
+is answered as wrong, after the same delay.  A guess whose connection hangs up while it is checked
 still holds its address for the delay: so one address gets at most one
 guess per delay, however it behaves.  And in all, one check runs at a time
 (the rest wait their turn, in order): a crowd of guessers from many
@@ -43,9 +43,13 @@ class Logins:
 
     def __init__(self, accounts: Accounts | None, limits: Limits, chat: Services):
         self.accounts, self.limits, self.chat = accounts, limits, chat
-        self._answers_due: deque[tuple[float, ClientId, str]] = deque()  # (when, client id, host): wrong passwords
-        self._checking: set[str] = set()  # addresses with a check or a wrong answer pending
-        self._held: dict[str, float] = {}  # address -> until when: its guess hung up while being checked
+        self._answers_due: deque[tuple[float, ClientId]] = deque()  # (when, client id): wrong passwords to answer
+        self._checking: set[str] = set()  # addresses with a check running or waiting its turn
+        # Address -> until when nothing from there is checked: the delay after a
+        # wrong verdict, or after a check whose guesser hung up.  Only a check's
+        # verdict holds an address: an answer to a guess never looked at does not
+        # release it early (one time per address, not one flag shared by many).
+        self._held: dict[str, float] = {}
         self._failures: dict[ClientId, int] = {}  # wrong passwords on each connection
         self._running = False  # one check at a time, in all
         self._account_looks: dict[str, tuple[str, str]] | None = None  # look-alike form -> (key, name) of an account
@@ -76,9 +80,7 @@ class Logins:
                            out)
             return False
         host = client.watch.host
-        if host in self._held and now >= self._held[host]:
-            del self._held[host]
-        if host in self._checking or host in self._held:
+        if host in self._checking or self._held.get(host, now) > now:
             # Another password from this address is being checked, or was
             # wrong and not yet answered: this one is not even looked at.
             self._wrong(client, name, host, now, out)
@@ -89,23 +91,26 @@ class Logins:
     def checked(self, client: Client, name: str, right: object, now: float, out: Out) -> bool:
         """The verdict of a check run by ``check``: True if the name may be taken."""
         host = client.watch.host
+        self._checking.discard(host)
         if right is True:
-            self._checking.discard(host)
             log.info("%s gave the right password for %s", client.peer, name)
             return True
         if isinstance(right, BaseException):
             log.error("checking the password of %s failed: %r; answered as wrong", name, right)
+        self._hold(host, now)  # no other check from there until this one is answered
         self._wrong(client, name, host, now, out)
         return False
+
+    def _hold(self, host: str, now: float) -> None:
+        if self.limits.auth_delay:
+            self._held[host] = max(self._held.get(host, now), now + self.limits.auth_delay)
 
     def _wrong(self, client: Client, name: str, host: str, now: float, out: Out) -> None:
         failures = self._failures[client.id] = self._failures.get(client.id, 0) + 1
         log.warning("%s: wrong password for %s (try %d)", client.peer, name, failures)
         if self.limits.auth_delay:
-            self._checking.add(host)  # no other check from there until this is answered
-            self._answers_due.append((now + self.limits.auth_delay, client.id, host))
+            self._answers_due.append((now + self.limits.auth_delay, client.id))
         else:
-            self._checking.discard(host)
             self._answer_wrong(client, now, out)
 
     def keep_time(self, now: float, out: Out) -> None:
@@ -113,8 +118,7 @@ class Logins:
         for host in [h for h, until in self._held.items() if now >= until]:
             del self._held[host]
         while self._answers_due and self._answers_due[0][0] <= now:
-            _, cid, host = self._answers_due.popleft()
-            self._checking.discard(host)
+            _, cid = self._answers_due.popleft()
             client = self.chat.clients.get(cid)
             if client is not None:
                 self._answer_wrong(client, now, out)
@@ -135,8 +139,7 @@ class Logins:
         """
         host = client.watch.host
         self._checking.discard(host)
-        if self.limits.auth_delay:
-            self._held[host] = now + self.limits.auth_delay
+        self._hold(host, now)
 
     # -------------------------------------------------- one check at a time
 

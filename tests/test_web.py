@@ -406,6 +406,8 @@ def test_browsers_programs_and_people_share_one_room(start_server, transcript):
         assert (heard["from"], heard["text"]) == ("webby", "from the browser")
         assert nc.recv_line() == "* webby joined" and nc.recv_line() == "<webby> from the browser"
         nc.send_line("from nc")
+        # Two connections race to the server: ada speaks once nc's line has arrived, so the order is known.
+        assert ada.wait_for("message")["text"] == "from nc"
         ada.say("from a program")
         got = [web.wait_for("message") for _ in range(3)]  # its own first: programs and pages hear their own
         assert [(m["from"], m["text"]) for m in got] == [("webby", "from the browser"), ("carol", "from nc"),
