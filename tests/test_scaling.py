@@ -175,6 +175,25 @@ def test_names_rooms_history_and_private_messages_across_nodes(redis_url, nodes,
     assert clients(b, "ada").name == "ada"  # the name is free again, on any node
 
 
+def test_a_farewell_reaches_the_room_on_every_node(redis_url, nodes, clients):
+    a, b = nodes(redis_url, "selectors"), nodes(redis_url, "threads")
+    ada, bob = clients(a, "ada"), clients(b, "bob")
+    ada.wait_for(lambda e: e["type"] == "joined" and e["name"] == "bob")
+    for person in (ada, bob):
+        person.send({"type": "join", "room": "games"})
+        person.wait_for(lambda e: e["type"] == "joined" and "members" in e)
+    ada.wait_for(lambda e: e["type"] == "joined" and e["name"] == "bob" and e["room"] == "games")
+    bob.send({"type": "leave", "room": "games", "text": "back in \x1b[31mfive"})
+    told = {"type": "left", "name": "bob", "room": "games", "reason": "left", "text": "back in ^[[31mfive"}
+    assert left(ada, "bob", 10) == told  # on the other node, cleaned by bob's
+    assert left(bob, "bob", 10) == told  # and the leaver's own confirmation
+    bob.send({"type": "bye", "text": "see you tomorrow"})
+    gone = left(ada, "bob", 10)
+    assert (gone["room"], gone["reason"], gone["text"]) == ("lobby", "quit", "see you tomorrow")
+    ada.send({"type": "leave", "room": "games"})  # no farewell: no text
+    assert "text" not in left(ada, "ada", 10)
+
+
 def test_two_clients_racing_for_one_name_on_two_nodes_one_wins(redis_url, nodes, clients):
     a, b = nodes(redis_url, "selectors"), nodes(redis_url, "threads")
     for round_ in range(15):

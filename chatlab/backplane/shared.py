@@ -263,7 +263,8 @@ class SharedRooms(Backplane):
         # Every room it is seated in here -- a room it is leaving too (still seated until its "left" comes back).
         for room in [r for r in self.core.rooms.values() if r.members.get(key) is client]:
             self._unseat(client, room)
-        out.append(self._work(lambda: self.store.depart(key, name, rooms, reason),
+        farewell = client.farewell
+        out.append(self._work(lambda: self.store.depart(key, name, rooms, reason, farewell),
                               self._logged(f"telling the others that {name} left"), f"{name} leaving"))
         return True
 
@@ -412,6 +413,7 @@ class SharedRooms(Backplane):
         room = self.core.member_room(client, msg.get("room"))
         assert client.key is not None and client.name is not None
         key, name, quiet = client.key, client.name, client.key not in room.announced
+        farewell = self.core._farewell(msg)
         # It says nothing more there from now; it hears the room until its
         # "left" comes back out of the stream, after everything said before it.
         client.rooms.pop(room.key, None)
@@ -426,7 +428,7 @@ class SharedRooms(Backplane):
                 client.rooms[room.key] = room  # still in it, everywhere
             return self._answer(client, "you cannot leave the room", failed)(result, now)
 
-        out.append(self._work(lambda: self.store.leave(room.key, key, name, "left", quiet), then,
+        out.append(self._work(lambda: self.store.leave(room.key, key, name, "left", quiet, farewell), then,
                               f"{name} leaving {room.name}"))
 
     def _on_who(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
@@ -535,6 +537,8 @@ class SharedRooms(Backplane):
                 notice: dict[str, Any] = {"type": kind, "name": fields["name"], "room": room.name}
                 if kind == "left":
                     notice["reason"] = fields.get("reason", "disconnected")
+                    if fields.get("text"):
+                        notice["text"] = fields["text"]  # the farewell, checked by the leaver's server
                     if subject is not None and room.key not in subject.rooms and feed.seats.get(subject.id, sid) < sid:
                         # Our own member's leave, back out of the stream after all it said before.
                         self._unseat(subject, room)

@@ -104,12 +104,14 @@ local function alive(n) return redis.call('EXISTS', P .. 'node:' .. n) == 1 end
 local function publish(channel, fields)
   if pub == '1' then redis.call('PUBLISH', channel, cjson.encode(fields)) end
 end
-local function notice(room, kind, origin, key, name, reason, quiet, here)
+local function notice(room, kind, origin, key, name, reason, quiet, here, text)
+  text = text or ''  -- a leaver's farewell ("see you tomorrow"); none for a join or a reaped node
   local n = redis.call('GET', P .. 'ids') or '0'
   local stream = P .. 'room:' .. room
   local sid = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, n .. '-*', 'kind', kind, 'node', origin,
-                         'key', key, 'name', name, 'reason', reason, 'quiet', quiet, 'here', here)
-  publish(stream, {sid=sid, kind=kind, node=origin, key=key, name=name, reason=reason, quiet=quiet, here=here})
+                         'key', key, 'name', name, 'reason', reason, 'quiet', quiet, 'here', here, 'text', text)
+  publish(stream, {sid=sid, kind=kind, node=origin, key=key, name=name, reason=reason, quiet=quiet, here=here,
+                   text=text})
   return sid
 end
 """
@@ -169,14 +171,14 @@ return {sid, quiet, redis.call('HVALS', members), roomname}
 """
 
 LEAVE = PRELUDE + r"""
-local room, key, name, reason, quiet = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local room, key, name, reason, quiet, text = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local members = P .. 'members:' .. room
 local held = redis.call('HGET', members, key)
 redis.call('HDEL', P .. 'node:' .. node .. ':rooms', room .. '\t' .. key)
 if not held or cjson.decode(held).node ~= node then return '' end  -- not ours (reaped, and taken since)
 redis.call('HDEL', members, key)
 if room ~= 'lobby' and redis.call('HLEN', members) == 0 then redis.call('HDEL', P .. 'rooms', room) end
-return notice(room, 'left', node, key, name, reason, quiet, '1')
+return notice(room, 'left', node, key, name, reason, quiet, '1', text)
 """
 
 RELEASE = PRELUDE + r"""
@@ -402,12 +404,14 @@ class RedisStore:
         history = self.history(room, roomname, recent, end=at) if recent else []
         return at, quiet == "1", ordered, history, roomname
 
-    def leave(self, room: str, key: str, name: str, reason: str, quiet: bool) -> None:
+    def leave(self, room: str, key: str, name: str, reason: str, quiet: bool, text: str | None = None) -> None:
+        """Out of one room; ``text`` is the leaver's farewell, carried by its ``left``."""
         with self._lock:
             self.rooms.pop((room, key), None)
-        self._script("leave", room, key, name, reason, "1" if quiet else "0")
+        self._script("leave", room, key, name, reason, "1" if quiet else "0", text or "")
 
-    def depart(self, key: str, name: str, rooms: list[tuple[str, bool]], reason: str) -> None:
+    def depart(self, key: str, name: str, rooms: list[tuple[str, bool]], reason: str,
+               text: str | None = None) -> None:
         """A user went away: out of each of its rooms (with the room's ``quiet`` flag), and its name freed."""
         with self._lock:
             for room, _ in rooms:
@@ -417,7 +421,7 @@ class RedisStore:
         def tell() -> None:
             pipe = self.redis.pipeline(transaction=False)
             for room, quiet in rooms:
-                self._script("leave", room, key, name, reason, "1" if quiet else "0", client=pipe)
+                self._script("leave", room, key, name, reason, "1" if quiet else "0", text or "", client=pipe)
             self._script("release", key, client=pipe)
             try:
                 pipe.execute()
