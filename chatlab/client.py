@@ -28,7 +28,10 @@ the person misses nothing and sees nothing twice.  Two more events tell
 what happens: ``{"type": "reconnecting", "attempt": N, "delay": S,
 "reason": ...}`` before each try, and ``{"type": "resumed", "address": ...,
 "missed": N}`` once it is back.  (Private messages are not in any room's
-history: one sent while the client was away is lost to it.)
+history: one sent while the client was away is lost to it.  And what this
+client said into a connection that had already broken, before it noticed,
+reached no server and is not said again: a message counts as sent when the
+server's copy of it comes back, which the terminal shows.)
 """
 
 from __future__ import annotations
