@@ -12,8 +12,12 @@ code, limits off, quiet log) and drives it with this tree's load generator
 (``chatlab.bench.loadgen``), so only the server differs.  The trees take
 turns, run by run, as in ``chatlab bench``; each figure is the median of the
 repeats, every run is kept (``--json``).  ``redis`` in the list adds Redis
-as a yardstick.  ``--server-arg`` passes options to the server's command
-(``--server-arg=--limit=large_room=0``).
+as a yardstick.  ``--server-arg`` passes options to every server's command
+(``--server-arg=--limit=large_room=0``); ``--args-for NAME=ARGS`` to one
+tree's only, so that one tree can be measured several ways::
+
+    python benchmarks/compare_trees.py quiet=. log=. nomsg=. \
+        --args-for "log=--log /tmp/serve.log" --args-for "nomsg=--log /tmp/serve.log --no-message-log"
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -64,15 +69,18 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="latency: seconds")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--server-arg", action="append", default=[])
+    parser.add_argument("--args-for", action="append", default=[], metavar="NAME=ARGS",
+                        help="more options for one tree's server (split as a shell would)")
     parser.add_argument("--json", help="write every run to this file")
     args = parser.parse_args()
     trees = [t.partition("=")[::2] if "=" in t else (t, "") for t in args.trees]
+    own = {name: shlex.split(extra) for name, _, extra in (a.partition("=") for a in args.args_for)}
     raise_fd_limit(args.connections + 1000)
     runs: dict[str, list[dict]] = {name: [] for name, _ in trees}
     for repeat in range(args.repeats):
         for name, path in trees:
             clients = args.connections if args.scenario == "scale" else args.receivers
-            with start(name, path, args.model, args.server_arg, clients) as server:
+            with start(name, path, args.model, args.server_arg + own.get(name, []), clients) as server:
                 spec = {"scenario": args.scenario, "host": server.host, "port": server.port,
                         "dialect": "redis" if name == "redis" else "lines", "server_pid": server.pid,
                         "receivers": args.receivers, "messages": args.messages, "window": 1000,

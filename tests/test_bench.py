@@ -220,3 +220,25 @@ def test_the_load_generator_spreads_its_connections_over_several_source_addresse
     assert result["completed"], result
     peers = {r.getMessage().split(":")[0] for r in caplog.records if r.getMessage().endswith(" connected")}
     assert peers == set(SOURCES), peers
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("messages_logged", [True, False])
+def test_the_benchmark_server_can_log_as_chatlab_serve_does(tmp_path, messages_logged):
+    # So that what the server log costs can be measured (benchmarks/compare_trees.py --args-for).
+    from chatlab.bench.targets import Running, Target
+    from chatlab.client import ChatClient
+
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "chatlab.bench.serve", "selectors", "--log", str(log)]
+    proc = subprocess.Popen(command + ([] if messages_logged else ["--no-message-log"]), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    with Running(Target("selectors", "chatlab", "lines"), proc) as server:
+        server.wait_listening(0)
+        with ChatClient(server.host, server.port, name="ada", timeout=5) as ada:
+            ada.say("hello, log")
+            ada.wait_for("message")
+    # Stopped (SIGTERM): the batched handler wrote what it held.
+    text = log.read_text()
+    assert "registered as ada" in text
+    assert ("from ada in lobby: hello, log" in text) is messages_logged

@@ -9,8 +9,10 @@ It builds exactly the server ``chatlab serve --model MODEL`` builds
   (it is not a defence: docs/protocol.md, 6.1).  ``--limit NAME=VALUE``
   sets any one, e.g. ``--limit large_room=0`` to announce every join;
 * **a quiet log**: WARNING and above only.  ``chatlab serve`` logs every
-  chat message at INFO, and at a million deliveries a second the log line
-  per message would be what is measured.
+  chat message (serverlog.py), and the benchmark measures the server, not
+  its log.  ``--log FILE`` logs as ``chatlab serve`` does, to FILE instead
+  of stderr (with ``--no-message-log``, without the messages): what the log
+  costs is then measured too.
 
 It prints ``chatlab server (MODEL) listening on HOST:PORT`` and stops
 gracefully on SIGTERM.
@@ -24,6 +26,7 @@ import signal
 import sys
 import threading
 
+from .. import serverlog
 from ..limits import Limits
 from ..servers import MODELS, make_server
 
@@ -33,12 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", choices=sorted(MODELS))
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                         help="set one limit (default: every switchable limit off)")
+    parser.add_argument("--log", metavar="FILE", help="log as chatlab serve does, to FILE (default: warnings only)")
+    parser.add_argument("--no-message-log", action="store_true", help="with --log: leave the chat messages out")
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.limit:
         name, _, value = item.partition("=")
         overrides[name] = float(value) if "." in value else int(value)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(message)s")
+    if args.log:
+        sys.stderr = open(args.log, "a", encoding="utf-8")  # the log, for the process's whole life
+        serverlog.setup(None, messages=not args.no_message_log)
+    else:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(message)s")
     server = make_server(args.model, "127.0.0.1", 0, Limits.off(**overrides))
     server.start()
     host, port = server.address
