@@ -106,6 +106,7 @@ JSON_TYPES = {str: "a string", int: "an integer"}
 # --------------------------------------------------------------------- names
 
 NAME_PUNCTUATION = frozenset("_-.")
+_ASCII_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") | NAME_PUNCTUATION
 
 
 def normalise_name(name: str) -> str:
@@ -129,6 +130,15 @@ def check_name(name: str, max_length: int = 32) -> str | None:
         return "a name needs at least one character"
     if len(name) > max_length:
         return f"a name has at most {max_length} characters"
+    if name.isascii():
+        # Most names, and the quick case: ASCII letters are all of one
+        # alphabet, its digits are 0-9, and it has no phonetic or blank letters.
+        bad = next((ch for ch in name if ch not in _ASCII_NAME_CHARACTERS), None)
+        if bad is not None:
+            return f"a name may use only letters, digits, '_', '-' and '.', not {bad!r}"
+        if name.strip("_-.") == "":
+            return "a name needs a letter or a digit: '.', '...' and '-' are punctuation"
+        return None
     for ch in name:
         if not (ch.isalnum() or ch in NAME_PUNCTUATION) or ch in _BLANK_LETTERS:
             return (
@@ -205,11 +215,22 @@ def skeleton(text: str) -> str:
     >>> skeleton("rn") == skeleton("m"), skeleton("paypal") == skeleton("pаypal")
     (True, True)
     """
+    if text.isascii():
+        # Most names: NFD leaves ASCII as it is, so one translate() does it.
+        mapped = text.translate(_ascii_prototypes())
+        return mapped if mapped.isascii() else unicodedata.normalize("NFD", mapped)
     table = _prototypes()
     decomposed = unicodedata.normalize("NFD", text)
     return unicodedata.normalize("NFD", "".join(table.get(ch, ch) for ch in decomposed))
 
 
+@functools.cache
+def _ascii_prototypes() -> dict[int, str]:
+    """The prototypes of the ASCII characters, as a str.translate table."""
+    return {ord(ch): proto for ch, proto in _prototypes().items() if ch.isascii()}
+
+
+@functools.lru_cache(maxsize=256)  # a hello asks twice (reserved? taken?): the skeleton is the cost of a name
 def look_alikes(name: str) -> frozenset[str]:
     """The forms that two names which could pass for each other have in common (one shared is enough)."""
     forms = set()
