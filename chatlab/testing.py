@@ -289,6 +289,28 @@ def chatlab_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name.startswith("chatlab")}
 
 
+def talk_until_dropped(talker: Any, sleeper: str = "sleeper", rounds: int = 500) -> dict[str, Any]:
+    """Have ``talker`` (a ChatClient) say 4 KB messages until ``sleeper``, who never reads, leaves the room.
+
+    Returns the ``left`` the talker was told.  Bounded: at most ``rounds``
+    x 8 messages; the talker hears its own messages, so it is never held up.
+    """
+    left: dict[str, Any] | None = None
+    for _ in range(rounds):
+        for _ in range(8):
+            talker.say("x" * 4000)
+        echoed = 0
+        while echoed < 8:
+            event = talker.wait_for(lambda e: e["type"] in ("message", "left"))
+            if event["type"] == "left" and event.get("name") == sleeper:
+                left = event
+            elif event["type"] == "message":
+                echoed += 1
+        if left:
+            return left
+    raise AssertionError(f"{sleeper} was never dropped: {rounds} x 8 messages of 4 KB went to it")
+
+
 def race_for_name(racers: list[RawClient], name: str) -> list[dict[str, Any]]:
     """Let every racer say hello with the same ``name`` at the same moment; return each one's answer.
 

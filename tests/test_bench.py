@@ -242,3 +242,20 @@ def test_the_benchmark_server_can_log_as_chatlab_serve_does(tmp_path, messages_l
     text = log.read_text()
     assert "registered as ada" in text
     assert ("from ada in lobby: hello, log" in text) is messages_logged
+
+
+@pytest.mark.timeout(120)
+def test_scale_out_measures_one_node_alone_and_one_two_three_on_redis(tmp_path):
+    from chatlab.lab.redis import redis_available
+
+    if redis_available() is not None:
+        pytest.skip(str(redis_available()))
+    out = tmp_path / "scale-out.json"
+    done = subprocess.run([sys.executable, "-m", "chatlab", "bench", "--scale-out", "--receivers", "6",
+                           "--messages", "30", "--json", str(out)], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr
+    records = json.loads(out.read_text())["records"]
+    assert [(r["nodes"], r["redis"]) for r in records] == [(1, False), (1, True), (2, True), (3, True)]
+    for r in records:  # every message reached every receiver, on whichever node it was
+        assert r["completed"] and r["delivered"] == r["expected"] == 6 * 30, r
+        assert r["cpu_per_delivery_us"] > 0

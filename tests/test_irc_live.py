@@ -28,7 +28,7 @@ from chatlab.limits import Limits
 from chatlab.dialects.irc import IrcDialect
 from chatlab.protocol import name_key
 from chatlab.servers import Listener
-from chatlab.testing import RawClient, frames_client
+from chatlab.testing import RawClient, frames_client, talk_until_dropped
 from chatlab.tls import client_context, make_lab_pki, server_context
 from irc_support import IrcPeer
 
@@ -178,19 +178,7 @@ def test_an_irc_client_that_never_reads_is_dropped_as_too_slow(start_server):
             assert data, f"closed before the welcome: {heard!r}"
             heard += data
         with ChatClient(*server.address, name="talker") as talker:
-            left = None
-            for _ in range(500):  # bounded: at most 500 x 8 messages of 4 KB
-                for _ in range(8):
-                    talker.say("x" * 4000)
-                echoed = 0
-                while echoed < 8:  # the talker hears its own messages: it is never held up
-                    event = talker.wait_for(lambda e: e["type"] in ("message", "left"))
-                    if event["type"] == "left":
-                        left = event
-                    else:
-                        echoed += 1
-                if left:
-                    break
+            left = talk_until_dropped(talker)
             assert left == {"type": "left", "name": "sleeper", "room": "lobby", "reason": "too_slow"}
     finally:
         sleeper.close()

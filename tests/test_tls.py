@@ -15,6 +15,7 @@ from chatlab.lab import Relay
 from chatlab.limits import Limits
 from chatlab.protocol import encode_message
 from chatlab.servers import MODELS, make_server
+from chatlab.testing import talk_until_dropped
 from chatlab.tls import TLSLayer, client_context, handshake_over, make_lab_pki, server_context
 
 pytestmark = pytest.mark.timeout(60)
@@ -153,19 +154,7 @@ def test_a_tls_client_that_never_reads_is_dropped_as_too_slow(model, pki):
             assert data, f"the server closed the sleeper's connection before welcoming it: {heard!r}"
             heard += layer.receive(data)
         with ChatClient(*server.address, name="talker", tls=True, cafile=pki["ca"]) as talker:
-            text, left = "x" * 4000, None
-            for _ in range(500):  # bounded: at most 500 x 8 messages of 4 KB
-                for _ in range(8):
-                    talker.say(text)
-                echoed = 0
-                while echoed < 8:  # the talker hears its own messages: it is never held up
-                    event = talker.wait_for(lambda e: e["type"] in ("message", "left"))
-                    if event["type"] == "left":
-                        left = event
-                    else:
-                        echoed += 1
-                if left:
-                    break
+            left = talk_until_dropped(talker)
             assert left == {"type": "left", "name": "sleeper", "room": "lobby", "reason": "too_slow"}
     finally:
         sleeper.close()

@@ -362,15 +362,8 @@ def _measure(gen: LoadGenerator, spec: dict[str, Any], work: Callable[[], bool],
     }
 
 
-def fanout(gen: LoadGenerator, spec: dict[str, Any], stall: bool = False) -> dict[str, Any]:
-    receivers, messages, window = spec["receivers"], spec["messages"], spec["window"]
-    specs = [(f"r{i}", "receiver") for i in range(receivers)] + [("sender", "sender")]
-    gen.join_all(specs, spec.get("concurrency", 200))
-    if stall:
-        gen.open("stalled", "receiver", rcvbuf=4096, stall=True)
-        gen.run_until(lambda: not gen.joining)
-    sender = next(c for c in gen.conns if c.role == "sender")
-    readers = [c for c in gen.conns if c.role == "receiver" and not c.stall]
+def windowed(gen: LoadGenerator, sender: Conn, readers: list[Conn], messages: int, window: int) -> Callable[[], float]:
+    """The step of a one-sender run: send on while at most ``window`` messages ahead of the slowest reader."""
     gen.expected, gen.unfinished = messages, len(readers)
     slowest = 0
 
@@ -385,6 +378,19 @@ def fanout(gen: LoadGenerator, spec: dict[str, Any], stall: bool = False) -> dic
             gen.send_messages(sender, room)
         return 0.05
 
+    return step
+
+
+def fanout(gen: LoadGenerator, spec: dict[str, Any], stall: bool = False) -> dict[str, Any]:
+    receivers, messages, window = spec["receivers"], spec["messages"], spec["window"]
+    specs = [(f"r{i}", "receiver") for i in range(receivers)] + [("sender", "sender")]
+    gen.join_all(specs, spec.get("concurrency", 200))
+    if stall:
+        gen.open("stalled", "receiver", rcvbuf=4096, stall=True)
+        gen.run_until(lambda: not gen.joining)
+    sender = next(c for c in gen.conns if c.role == "sender")
+    readers = [c for c in gen.conns if c.role == "receiver" and not c.stall]
+    step = windowed(gen, sender, readers, messages, window)
     result = _measure(gen, spec, lambda: gen.run_until(lambda: gen.unfinished == 0, step),
                       lambda: sum(c.count for c in readers))
     result.update(receivers=receivers, messages=messages, window=window, expected=receivers * messages,

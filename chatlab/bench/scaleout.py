@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from .loadgen import BATCH, LoadGenerator
+from .loadgen import LoadGenerator, windowed
 from .procstat import cpu_seconds, own_cpu_seconds, raise_fd_limit
 
 SETUPS = (("1 node", 1, False), ("1 node + Redis", 1, True), ("2 nodes + Redis", 2, True),
@@ -110,19 +110,7 @@ def _fanout(spec: dict[str, Any]) -> dict[str, Any]:
     sender = gen.open("sender", "sender")
     gen.run_until(lambda: not gen.joining)
     readers = [c for c in gen.conns if c.role == "receiver"]
-    gen.expected, gen.unfinished = messages, len(readers)
-    slowest = 0
-
-    def step() -> float:
-        nonlocal slowest
-        if sender.out or sender.sent >= messages:
-            return 0.05
-        if sender.sent - slowest >= window:
-            slowest = min(c.count for c in readers)
-        room = min(slowest + window - sender.sent, messages - sender.sent, BATCH)
-        if room > 0:
-            gen.send_messages(sender, room)
-        return 0.05
+    step = windowed(gen, sender, readers, messages, window)
 
     def cpu() -> float:
         return sum(cpu_seconds(pid) or 0.0 for pid in spec["pids"])
