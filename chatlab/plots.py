@@ -23,7 +23,7 @@ from typing import Any, Sequence, TypeVar
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import FormatStrFormatter, LogFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .lab import CLOSED, CONNECT_STARTED, CONNECTED, RECEIVED, REGISTERED, SENT, Recorder, describe, percentile
 
@@ -248,6 +248,9 @@ def latency_under_load(records: Sequence[dict[str, Any]], title: str = "Latency 
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     ax1.set_yscale("log")
+    # Milliseconds as plain numbers (2, 5, 10, 100), not as powers of ten.
+    ax1.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    ax1.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
     ax1.set_ylabel("latency, scheduled send to delivery (ms, log scale)")
     ax1.set_title("p99 (solid) and p50 (dotted); hollow marker: fell behind the load", fontsize=10)
     ax2.set_ylabel("server CPU (% of one core)")
