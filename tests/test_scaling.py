@@ -234,8 +234,10 @@ def test_a_file_goes_to_people_on_the_same_node_and_is_refused_clearly_for_other
 # ------------------------------------------------------------------- faults
 
 
-def test_a_node_killed_9_is_announced_as_left_within_10_s_and_its_names_are_freed(redis_url, nodes, clients, tmp_path):
-    doomed = NodeProcess(redis_url, "threads", args=tuple(FAST), log_file=str(tmp_path / "doomed.log"))
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_a_node_killed_9_is_announced_as_left_within_10_s_and_its_names_are_freed(redis_url, nodes, clients, tmp_path,
+                                                                                  model):
+    doomed = NodeProcess(redis_url, model, args=tuple(FAST), log_file=str(tmp_path / "doomed.log"))
     try:
         ada = clients(doomed, "ada")
         ada.send({"type": "join", "room": "kitchen"})
@@ -259,9 +261,10 @@ def test_a_node_killed_9_is_announced_as_left_within_10_s_and_its_names_are_free
         doomed.stop()
 
 
+@pytest.mark.parametrize("model", sorted(MODELS))
 def test_a_paused_node_catches_up_from_the_stream_and_a_node_given_up_for_dead_comes_back(redis_url, nodes,
-                                                                                          clients, tmp_path):
-    frozen = NodeProcess(redis_url, "selectors", args=tuple(FAST), log_file=str(tmp_path / "frozen.log"))
+                                                                                          clients, tmp_path, model):
+    frozen = NodeProcess(redis_url, model, args=tuple(FAST), log_file=str(tmp_path / "frozen.log"))
     try:
         ada = clients(frozen, "ada")
         bob = clients(nodes(redis_url, "threads"), "bob")
