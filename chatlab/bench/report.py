@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Any
+from typing import Any, Callable
 
 Record = dict[str, Any]
 
@@ -299,6 +299,20 @@ def verdicts_17(records: list[Record]) -> list[Record]:
 # ---------------------------------------------------------------- the table
 
 
+def _latency_rows(records: list[Record], names: list[str], scenario: str, column: str, values: list[Any],
+                  cell: Callable[[Record], str]) -> list[list[str]]:
+    """A latency table's rows: one per target, a cell per ``column`` value ("failed" without a p50); empty rows left out."""
+    rows = []
+    for t in names:
+        row = [_label(t)]
+        for value in values:
+            r = one(records, target=t, scenario=scenario, **{column: value})
+            row.append("" if r is None else "failed" if r.get("p50_ms") is None else cell(r))
+        if any(row[1:]):
+            rows.append(row)
+    return rows
+
+
 def _grid(title: str, header: list[str], rows: list[list[str]], note: str = "") -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     lines = ["", title]
@@ -350,20 +364,11 @@ def text_report(result: Record) -> str:
 
     rs = sorted({r["receivers"] for r in find(records, scenario="latency")})
     if rs:
-        rows = []
-        for t in names:
-            row = [_label(t)]
-            for n in rs:
-                r = one(records, target=t, scenario="latency", receivers=n)
-                if r is None:
-                    row.append("")
-                elif r.get("p50_ms") is None:
-                    row.append("failed")
-                else:
-                    lost = f" lost {r['lost']}" if r.get("lost") else ""
-                    row.append(f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} / {r['max_ms']:.1f}{lost}")
-            if any(row[1:]):
-                rows.append(row)
+        def latency(r: Record) -> str:
+            lost = f" lost {r['lost']}" if r.get("lost") else ""
+            return f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} / {r['max_ms']:.1f}{lost}"
+
+        rows = _latency_rows(records, names, "latency", "receivers", rs, latency)
         rate = find(records, scenario="latency")[0].get("rate")
         lines += _grid(f"Latency at {num(rate, '{:.0f}')} messages/s: p50 / p99 / max, ms",
                        ["target", *[f"R={n}" for n in rs]], rows)
@@ -371,21 +376,12 @@ def text_report(result: Record) -> str:
     loads = find(records, scenario="load")
     if loads:
         offered = sorted({r["offered"] for r in loads})
-        rows = []
-        for t in names:
-            row = [_label(t)]
-            for n in offered:
-                r = one(records, target=t, scenario="load", offered=n)
-                if r is None:
-                    row.append("")
-                elif r.get("p50_ms") is None:
-                    row.append("failed")
-                else:
-                    share = num(r.get("server_cpu_share") and 100 * r["server_cpu_share"], "{:.0f}%")
-                    mark = "" if r.get("sustained") else " (fell behind)"
-                    row.append(f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms, {share}{mark}")
-            if any(row[1:]):
-                rows.append(row)
+        def under_load(r: Record) -> str:
+            share = num(r.get("server_cpu_share") and 100 * r["server_cpu_share"], "{:.0f}%")
+            mark = "" if r.get("sustained") else " (fell behind)"
+            return f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms, {share}{mark}"
+
+        rows = _latency_rows(records, names, "load", "offered", offered, under_load)
         lines += _grid(f"Latency under load, R={loads[0]['receivers']}, open loop: p50 / p99, server CPU "
                        "(% of one core), at each offered load (deliveries/s)",
                        ["target", *[f"{rate_text(n)}/s" for n in offered]], rows)
