@@ -260,3 +260,22 @@ def test_a_bulk_transfer_is_held_to_the_links_rate(network: net.Network) -> None
     assert result.received > 0 and result.arrivals
     assert result.bits_per_s <= 5_000_000, "more data than the link carries in that time: the rate is not applied"
     assert network.stats()["links"]["a>b"]["max_queued"] > 1, "a bulk transfer should fill the queue"
+
+
+def test_a_bulk_transfer_stops_even_when_its_reset_is_lost(network: net.Network) -> None:
+    # The sender ends with a reset, one packet that TCP never sends again.
+    # With the link losing everything the receiver never hears of it: stop()
+    # must end the receiving thread itself, not wait for the reset.
+    a, b = network.host("a"), network.host("b")
+    link = network.link(a, b)
+    transfer = net.Bulk(a, b)
+    deadline = time.monotonic() + 10
+    while not transfer.arrivals:  # the first bytes arrived: the connection is up
+        assert time.monotonic() < deadline, "nothing arrived"
+        time.sleep(0.01)
+    link.set(loss=1.0)
+    started = time.monotonic()
+    result = transfer.stop()
+    assert result.received > 0
+    assert "chatlab-bulk-sink" not in lab.leftover_threads(), "the receiver still waits for the lost reset"
+    assert time.monotonic() - started < lab.TIMEOUT, "stop() waited for a reset that was lost"

@@ -54,6 +54,8 @@ class Bulk(Instrument):
         self.arrivals: list[tuple[float, int]] = []
         self.received = 0
         self._stopping = threading.Event()
+        self._conn: socket.socket | None = None  # the receiver's end, once accepted
+        self._conn_lock = threading.Lock()
         self.t0 = clock()
 
         def connect() -> socket.socket:
@@ -92,6 +94,11 @@ class Bulk(Instrument):
             conn, _ = self.listener.accept()
         except OSError:
             return
+        with self._conn_lock:
+            if self._stopping.is_set():  # stopped before the connection was even accepted
+                conn.close()
+                return
+            self._conn = conn
         with conn:
             while True:
                 try:
@@ -128,7 +135,15 @@ class Bulk(Instrument):
         info = tcp_info(self.sock) or {}
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
-        self._sink.join(TIMEOUT)
+        # The reset is one packet, never sent again: on a lossy link it can be
+        # lost, and the receiver would wait for more data forever.  So the
+        # receiving end is shut down here too, not left to hear of it.
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    self._conn.shutdown(socket.SHUT_RDWR)  # wakes the sink's recv()
+                except OSError:
+                    pass
         self._close_listener()
         arrivals = list(self.arrivals)
         # Counted between the end of the warm-up and the moment we stopped: what
