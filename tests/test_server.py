@@ -349,6 +349,60 @@ def test_a_client_that_never_reads_stalls_nobody(start_server, transcript):
             c.close()
 
 
+def test_a_reader_that_falls_behind_gets_every_byte_in_order(start_server):
+    # A reader falls behind: more is queued for it than the kernel buffers
+    # hold (~4 MB), so its writer is busy sending from the outbox.  Then it
+    # reads, in small pieces, while three talkers go on.  Bytes for it are
+    # now sent some at once and some from the outbox (threads.py writes
+    # through when nothing waits), and no piece may overtake, split or
+    # repeat another.
+    server = start_server(outbox_bytes=1 << 25, rate_limit=0, relay_rate=0)
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    witness = Tally()
+    talkers = [ChatClient(*server.address, name=f"t{i}") for i in range(3)]
+    watcher = ChatClient(*server.address, name="witness", on_event=witness.on_event)
+    behind, more, filler = 2500, 2500, "x" * 900  # 7,500 messages of ~915 bytes: ~7 MB behind
+    try:
+        reader.settimeout(30)
+        reader.connect(server.address)
+        reader.sendall(b"reader\n")
+        got, pending = {f"t{i}": [] for i in range(3)}, b""
+        while b"* Welcome, reader!" not in pending:  # registered: from here on it hears every message
+            data = reader.recv(4096)
+            assert data, f"closed before the welcome: {pending!r}"
+            pending += data
+        pending = pending.rpartition(b"\n")[2]
+
+        def talk(first: int, last: int) -> None:
+            for n in range(first, last):
+                for t in talkers:
+                    t.say(f"{n:05d} {filler}")
+
+        talk(0, behind)
+        # The witness heard them all: the server has queued them all for the reader too.
+        assert witness.wait(lambda: witness.messages >= 3 * behind, timeout=60), "the talkers' messages stalled"
+        more_talk = threading.Thread(target=talk, args=(behind, behind + more), daemon=True)
+        more_talk.start()
+        while sum(map(len, got.values())) < 3 * (behind + more):
+            data = reader.recv(1024)  # small pieces, while the talkers go on
+            assert data, "the server closed the reader"
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                if line.startswith(b"<t"):
+                    name, _, text = line.decode()[1:].partition("> ")
+                    number, _, rest = text.partition(" ")
+                    assert rest == filler, f"a message from {name} arrived damaged: {line[:80]!r}"
+                    got[name].append(int(number))
+        more_talk.join(30)
+        for name, numbers in got.items():
+            assert numbers == list(range(behind + more)), f"{name}'s messages arrived out of order or twice"
+    finally:
+        reader.close()
+        for t in [*talkers, watcher]:
+            t.close()
+
+
 def test_graceful_shutdown_tells_every_client(start_server, transcript):
     before = chatlab_threads()
     server = start_server()

@@ -28,8 +28,8 @@ kernel has not yet taken: bytes in its outbox *and* bytes a writer has
 taken but not yet handed to ``send()``.  Counting only the first would let
 a client that never reads hold twice the limit.  The shell counts what it
 queues (``pushed``), the model what the kernel took (``sent``); each
-counter has one writer, so no lock is needed between a thread that queues
-and a thread that sends.
+counter is written by one thread at a time, so no lock is needed between
+a thread that queues and a thread that sends.
 """
 
 from __future__ import annotations

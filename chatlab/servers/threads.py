@@ -28,6 +28,16 @@ for every message, a thousand writers fought the reader for the GIL line
 by line, and a room of a thousand delivered 11,000 messages a second
 instead of millions (docs/performance.md).
 
+Better still is not to wake it at all.  Most of the time a client's
+outbox is empty and its kernel send buffer has room, so the thread that
+queues a message offers it to the kernel at once, with a send that may
+not block (``MSG_DONTWAIT``): the kernel takes what fits, and only what
+it leaves over waits in the outbox for the writer.  Nothing blocks, so
+the lesson stands -- a slow reader still costs the room nothing -- and
+a broadcast to a hundred clients is a hundred quick system calls on one
+thread instead of a hundred threads woken (their wake-ups, not the
+sends, were what made this model slow under load).
+
 An accept thread waits for new connections on every port, and doubles as
 the clock: the core hears the time every TICK seconds.
 """
@@ -43,7 +53,7 @@ from collections import deque
 from typing import Any, Callable
 
 from ..effects import ClientId, Effect, Work
-from ..transport import Transport
+from ..transport import PLAIN, Transport
 from .shell import LINGER, RECV_SIZE, TICK, Channel, Shell, Workers, accept_error, run_job, ACCEPT_PAUSE
 
 log = logging.getLogger("chatlab.server")
@@ -58,10 +68,23 @@ class Outbox:
         self._ready = threading.Condition(self._lock)
         self._woken = False
         self._closed = False
+        self._busy = False  # the writer took a batch and is sending it
 
-    def put(self, data: bytes) -> bool:
-        """Queue ``data``.  True if it is the first of a batch: the writer is then to be woken (``notify``)."""
+    def put(self, data: bytes, send_now: Callable[[bytes], int] | None = None) -> bool:
+        """Queue ``data``.  True if it is the first of a batch: the writer is then to be woken (``notify``).
+
+        With ``send_now`` (a send that never blocks, returning the bytes
+        the kernel took), data that would be first in line is offered to
+        the kernel at once, and only what it leaves over is queued.  The
+        lock keeps that send from overtaking, or interleaving with, the
+        writer's: it is tried only while the writer holds nothing.
+        """
         with self._lock:
+            if send_now is not None and not self._chunks and not self._busy and not self._closed:
+                taken = send_now(data)
+                if taken == len(data):
+                    return False  # all sent: no writer to wake
+                data = data[taken:]
             self._chunks.append(data)
             return len(self._chunks) == 1
 
@@ -81,14 +104,17 @@ class Outbox:
 
         Joining the queued pieces into one ``sendall()`` turns many small
         writes into one system call and fewer, fuller TCP segments.
+        Calling it again says the writer sent the last piece it took.
         """
         with self._ready:
+            self._busy = False
             while not self._chunks and not self._closed and not self._woken:
                 self._ready.wait()
             self._woken = False
             if not self._chunks:
                 return None if self._closed else b""
             chunks, self._chunks = self._chunks, []
+            self._busy = True
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def close(self) -> None:
@@ -113,8 +139,20 @@ class ThreadChannel(Channel):
         self.writer = threading.Thread(target=self._write, name=f"chatlab-writer-{cid}", daemon=True)
 
     def push(self, data: bytes) -> None:
-        if self.outbox.put(data):
+        # Only a plain connection is written through: TLS must encrypt in
+        # one place, in order, and that is the writer.
+        send_now = self._send_now if self.transport is PLAIN else None
+        if self.outbox.put(data, send_now):
             self.server.to_wake.append(self)  # woken once the lock is let go (ThreadedServer.event)
+
+    def _send_now(self, data: bytes) -> int:
+        """Hand the kernel what fits in the socket's send buffer now, without waiting; the bytes it took."""
+        try:
+            taken = self.sock.send(data, socket.MSG_DONTWAIT)
+        except OSError:
+            return 0  # full (EAGAIN), or broken: the writer finds out which
+        self.sent += taken  # the writer holds nothing now (Outbox.put), so it is not counting too
+        return taken
 
     def wake(self) -> None:
         self.outbox.wake()
