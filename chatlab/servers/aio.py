@@ -31,6 +31,13 @@ slowest reader in the room: one closed laptop lid would freeze everyone.
 Here a broadcast only *appends* to each queue, which never waits; a client
 whose queue would pass ``limits.outbox_bytes`` is dropped as too slow (shell.py).
 
+Waking a task costs a turn of the loop, so a writer that has nothing to do
+is not woken for a message at all: the broadcast hands it straight to the
+client's transport, whose ``write()`` never waits either -- it sends what
+the kernel takes at once and keeps the rest.  Only then is the writer
+woken, to ``drain()`` what the transport kept.  (``threads.py`` does the
+same with a send that may not block.)
+
 What an idle client costs is what it holds while it waits: two suspended
 tasks, a stream pair, a future for each to wait on -- about 8 KB, against
 a thread's stack of many times that.  Nothing more is kept while it waits
@@ -46,7 +53,7 @@ import threading
 from typing import Any, Callable
 
 from ..effects import ClientId, Effect, Work
-from ..transport import Transport
+from ..transport import PLAIN, Transport
 from .base import Listener
 from .shell import ACCEPT_BATCH, ACCEPT_PAUSE, LINGER, RECV_SIZE, TICK, Channel, Shell, Workers, accept_error
 
@@ -56,7 +63,7 @@ log = logging.getLogger("chatlab.server")
 class TaskChannel(Channel):
     """One client: its stream, its outbound queue, and the tasks that serve it."""
 
-    __slots__ = ("reader", "writer", "queue", "wakeup", "peer_closed")
+    __slots__ = ("reader", "writer", "queue", "held", "wakeup", "peer_closed")
 
     def __init__(self, cid: ClientId, peer: str, sock: socket.socket, transport: Transport):
         super().__init__(cid, peer, sock, transport)
@@ -64,6 +71,7 @@ class TaskChannel(Channel):
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.queue: list[bytes] = []  # queued for this client, not yet written
+        self.held = 0  # bytes written straight to the transport that it still holds (push)
         # The writer's wake-up call: a future it awaits while it has nothing
         # to send, and the reader's news that the peer closed its side.  (An
         # asyncio.Event would do as well, with a queue of waiters each: at
@@ -72,6 +80,17 @@ class TaskChannel(Channel):
         self.peer_closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def push(self, data: bytes) -> None:
+        writer = self.writer
+        # The writer waits with nothing queued: write through, no task woken.
+        # (Only on a plain connection: TLS encrypts in one place, in order.)
+        if (self.wakeup is not None and not self.wakeup.done() and not self.queue and not self.held
+                and self.transport is PLAIN and writer is not None and not writer.transport.is_closing()):
+            writer.write(data)
+            self.held = writer.transport.get_write_buffer_size()
+            self.sent += len(data) - self.held
+            if self.held:
+                self.wake()  # the writer drains the rest, and counts it sent then
+            return
         if not self.queue:
             self.wake()
         self.queue.append(data)
@@ -301,15 +320,17 @@ class AsyncioServer(Shell):
         assert writer is not None
         try:
             while not channel.dropped:
-                if channel.queue or transport.wants_to_write:
+                if channel.queue or channel.held or transport.wants_to_write:
                     # Everything queued since the last write goes as one: one
                     # system call, and fewer, fuller TCP segments.
                     plain, channel.queue = b"".join(channel.queue), []
-                    writer.write(transport.output() + transport.send(plain) if plain else transport.output())
+                    held, channel.held = channel.held, 0
+                    if plain or transport.wants_to_write:
+                        writer.write(transport.output() + transport.send(plain) if plain else transport.output())
                     # Waits only while this client is not reading: only
                     # this client's writer waits, nobody else.
                     await writer.drain()
-                    channel.sent += len(plain)
+                    channel.sent += held + len(plain)
                     del plain  # not kept while the writer waits: an idle client would hold its last message
                 elif channel.closing:
                     await self._close_gracefully(channel)
