@@ -239,7 +239,11 @@ def server_goes(ctx: Context) -> None:
     ctx.wait_until(lambda: not client.receiver.is_alive(), "the receive thread has ended")
     ctx.call("client.close()", client.close, timeout=3)
     if client.sender.is_alive():
-        raise ctx.fail("client.sender to have ended when close() returns", "it is still running")
+        # close() returned before its own send thread ended: it did not wait
+        # for it (a race: the thread may or may not have finished by now).
+        raise ctx.fail("client.sender to have ended when close() returns", "it is still running",
+                       "close() must end the send thread and wait for it: put None on self.outgoing, then "
+                       "self.sender.join(CLOSE_WAIT) -- and join the receive thread too -- before it returns")
 
 
 @check("when the server never closes, close() still ends both threads, and soon", points=1,
