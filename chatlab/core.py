@@ -218,9 +218,7 @@ class ChatCore:
         rules about time (timeouts, keep-alive pings, delayed answers) need no
         clock of their own."""
         out: Out = []
-        write = self.history.flush_job()  # one commit per tick, of every message since the last
-        if write is not None:
-            out.append(Work(write, self._written, "writing history"))
+        self._write_history(out)  # one commit per tick, of every message since the last
         self.files.expire(now, out=out)
         self.logins.keep_time(now, out)
         self.guard.keep_time(now, out)
@@ -347,7 +345,8 @@ class ChatCore:
         # where it fell in the one server-wide order; a person has already
         # seen what they typed (each dialect's ``hears_own``).
         self._broadcast(room, message, out, skip_own=client)
-        self.history.append(room.key, message)
+        if self.history.append(room.key, message):
+            self._write_history(out)  # a burst: written now, a batch at a time (history.py)
 
     def _on_dm(self, client: Client, msg: dict[str, Any], now: float, out: Out) -> None:
         self.require_registered(client)
@@ -607,6 +606,11 @@ class ChatCore:
         if self._said:
             lines, self._said = self._said, []
             messages_log.info("\n".join(lines))
+
+    def _write_history(self, out: Out) -> None:
+        write = self.history.flush_job()
+        if write is not None:
+            out.append(Work(write, self._written, "writing history"))
 
     def _written(self, result: Any, now: float) -> list[Effect]:
         if isinstance(result, BaseException):
