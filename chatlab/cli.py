@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default %(default)s)")
     bench.add_argument("--targets", metavar="A,B", help="servers to measure (default: relay, every model, naive, redis)")
     bench.add_argument("--scenarios", metavar="A,B",
-                       help="fanout, latency, many, stalled, scale, joins (default: all)")
+                       help="fanout, latency, load (latency under load), many, stalled, scale, joins (default: all)")
     bench.add_argument("--receivers", metavar="R,R", help="receiver counts R, instead of the size's")
     bench.add_argument("--messages", type=int, metavar="M", help="messages per run, instead of the size's")
     bench.add_argument("--repeats", type=int, metavar="N",
