@@ -218,7 +218,7 @@ class ChatCore:
         rules about time (timeouts, keep-alive pings, delayed answers) need no
         clock of their own."""
         out: Out = []
-        self._write_history(out)  # one commit per tick, of every message since the last
+        self._write_history(out)  # at the tick: whatever was said since the last batch was handed over
         self.files.expire(now, out=out)
         self.logins.keep_time(now, out)
         self.guard.keep_time(now, out)
