@@ -150,6 +150,7 @@ def run(host: str, port: int, name: str | None, terminal: Terminal | None = None
         also: tuple[tuple[str, int], ...] = ()) -> int:
     """Chat until /quit, Ctrl+C, end of input or the server going away.  Returns an exit status."""
     term = terminal or Terminal()
+    printer: threading.Thread | None = None
     try:
         # A dropped connection, a restarted server: the client comes back by itself, and catches up.
         client = ChatClient(host, port, tls=tls, cafile=cafile, resume=True, also=also)
@@ -182,6 +183,13 @@ def run(host: str, port: int, name: str | None, terminal: Terminal | None = None
         pass
     finally:
         client.close()
+        if printer is not None:
+            # What the server still had on its way (its answers to a script's
+            # last lines, its goodbye) has come in by now: close() waits for
+            # the server's FIN, and a TCP stream delivers everything before
+            # it.  The printer stops by itself after the "disconnected" that
+            # follows; wait for it, or the process exits with answers unshown.
+            printer.join(timeout=5.0)
     return 0
 
 

@@ -217,6 +217,7 @@ def test_chat_send_says_only_what_the_server_answered(processes, tmp_path):
         out, err = proc.communicate(f"/send nobody {shared}\n/send nobody {tmp_path / 'missing.txt'}\n"
                                     "/who\n", timeout=30)
     assert "nobody called nobody is here" in out
+    assert "* Online: bob" in out  # the answer to the last line, shown before the client exits
     assert "(unknown_user)" not in out  # words for a person; the code is for programs
     assert "offering" not in out  # no promise before the server's answer
     assert f"there is no file {tmp_path / 'missing.txt'}" in out and "Errno" not in out + err
